@@ -1,0 +1,3 @@
+from lungct.cli import main
+
+main()

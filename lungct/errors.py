@@ -1,0 +1,13 @@
+"""One exception type for everything a user can get wrong, rendered as one line naming the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LungctError(Exception):
+    """Bad input or a refused operation: `str()` gives '<file>: <what is wrong>'."""
+
+    def __init__(self, source: str | Path | None, reason: str):
+        self.source = str(source) if source is not None else None
+        self.reason = " ".join(str(reason).split())  # always one line
+        super().__init__(f"{self.source}: {self.reason}" if self.source else self.reason)
