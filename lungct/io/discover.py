@@ -1,0 +1,121 @@
+"""Find the cases in what the user passed: volume files, DICOM series (grouped by SeriesInstanceUID)."""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lungct.errors import LungctError
+from lungct.io.dicom import DicomSlice, is_dicom_file, read_header
+from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, stem_of, suffix_of
+
+IGNORED_NAMES = {"DICOMDIR", "LOCKFILE", "VERSION"}
+COMPANION_SUFFIXES = (".raw", ".zraw", ".img", ".hdr")  # data halves of .mhd/.nhdr/Analyze pairs
+
+
+@dataclass
+class CaseSource:
+    """One case to process: a volume file, a picture, or the files of one DICOM series."""
+
+    name: str
+    kind: str  # "volume", "dicom" or "picture"
+    paths: list[Path]
+    slices: list[DicomSlice] = field(default_factory=list)
+    problem: str | None = None  # found while discovering: the case fails with this reason
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def source(self) -> Path:
+        """What to name in messages: the file, or the series folder."""
+        if self.kind == "dicom" and len(self.paths) > 1:
+            return common_folder(self.paths)
+        return self.paths[0]
+
+
+def common_folder(paths: list[Path]) -> Path:
+    return Path(os.path.commonpath([str(p.parent) for p in paths]))
+
+
+def discover(inputs: list[Path]) -> list[CaseSource]:
+    """Cases in files and folders (searched recursively), in a stable order, with unique names."""
+    volumes, pictures, dicom_files = [], [], []
+    for item in inputs:
+        item = Path(item)
+        if not item.exists():
+            raise LungctError(item, "no such file or folder")
+        files = [item] if item.is_file() else sorted(p for p in item.rglob("*") if p.is_file())
+        for path in files:
+            if any(part.startswith(".") for part in path.relative_to(item).parts) and item.is_dir():
+                continue  # hidden files and our own temporary outputs
+            if path.name.upper() in IGNORED_NAMES:
+                continue
+            suffix = suffix_of(path)
+            if suffix in VOLUME_SUFFIXES:
+                volumes.append(path)
+            elif suffix in PICTURE_SUFFIXES:
+                pictures.append(path)
+            elif suffix in COMPANION_SUFFIXES:
+                continue
+            elif is_dicom_file(path):
+                dicom_files.append(path)
+            elif item.is_file():
+                raise LungctError(path, "not a recognised scan (expected DICOM, .nii/.nii.gz, .nrrd or .mha)")
+    cases = [CaseSource(stem_of(p), "volume", [p]) for p in volumes]
+    cases += [CaseSource(stem_of(p), "picture", [p],
+                         problem=f"is a 2D picture ({suffix_of(p)[1:].upper()}), not a CT scan") for p in pictures]
+    cases += _dicom_cases(dicom_files)
+    _make_names_unique(cases)
+    return sorted(cases, key=lambda c: c.name)
+
+
+def _dicom_cases(files: list[Path]) -> list[CaseSource]:
+    groups: dict[tuple, list[DicomSlice]] = defaultdict(list)
+    broken: list[CaseSource] = []
+    for path in files:
+        try:
+            header = read_header(path)
+        except LungctError as err:
+            broken.append(CaseSource(stem_of(path), "dicom", [path], problem=err.reason))
+            continue
+        # Series without a UID (anonymised exports) are grouped by folder instead.
+        groups[(header.series_uid or f"folder:{path.parent}",)].append(header)
+    cases = []
+    by_folder: dict[Path, list] = defaultdict(list)
+    for key, slices in groups.items():
+        by_folder[common_folder([s.path for s in slices])].append((key, slices))
+    for folder, series in by_folder.items():
+        for key, slices in series:
+            name = folder.name or "dicom"
+            if len(series) > 1:
+                name = f"{name}_{slices[0].series_uid or len(slices)}"
+            case = CaseSource(name, "dicom", sorted(s.path for s in slices), slices=slices)
+            if all(s.is_localizer for s in slices):
+                case.problem = "is a localizer (scout) series, not a CT volume"
+            if len(series) > 1:
+                case.notes.append(f"{folder} holds {len(series)} series; this is series {slices[0].series_uid}")
+            cases.append(case)
+    return cases + broken
+
+
+def _make_names_unique(cases: list[CaseSource]) -> None:
+    """Equal names get their parent folders prefixed, then a counter, so outputs never collide."""
+    seen: dict[str, list[CaseSource]] = defaultdict(list)
+    for case in cases:
+        seen[case.name].append(case)
+    for name, group in seen.items():
+        if len(group) == 1:
+            continue
+        for case in group:
+            parent = case.source.parent.name
+            case.name = f"{parent}_{case.name}" if parent else case.name
+    counts: dict[str, int] = defaultdict(int)
+    for case in cases:
+        counts[case.name] += 1
+        if counts[case.name] > 1:
+            case.name = f"{case.name}_{counts[case.name]}"
+
+
+def find_series(folder: Path) -> list[CaseSource]:
+    """The DICOM series in one folder (for the single-scan API)."""
+    return [c for c in discover([folder]) if c.kind == "dicom"]

@@ -1,0 +1,158 @@
+"""Reading NIfTI, NRRD and MetaImage volumes; writing every output atomically (temp name, then rename)."""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import uuid
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from lungct.errors import LungctError
+from lungct.geometry import sitk_affine, sitk_to_array
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
+
+sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK prints warnings to stderr; we report our own
+
+
+def suffix_of(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in VOLUME_SUFFIXES + PICTURE_SUFFIXES + (".dcm",):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def stem_of(path: Path) -> str:
+    """File name without its (possibly double) extension."""
+    suffix = suffix_of(path)
+    return path.name[: -len(suffix)] if suffix and path.name.lower().endswith(suffix) else path.name
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, object | None]:
+    """(float32 array in (x, y, z) order, RAS affine, NIfTI header or None) of a volume file."""
+    path = Path(path)
+    suffix = suffix_of(path)
+    if not path.is_file():
+        raise LungctError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise LungctError(path, "file is empty")
+    if suffix in NIFTI_SUFFIXES:
+        return _read_nifti(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise LungctError(path, f"cannot read {suffix[1:].upper()} file ({_itk_reason(err)})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise LungctError(path, f"has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or vector image), not a CT volume")
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    if image.GetDimension() != 3:
+        raise LungctError(path, f"is {image.GetDimension()}-dimensional, expected a 3D CT volume")
+    return compact(sitk_to_array(image)), sitk_affine(image), None
+
+
+def compact(array: np.ndarray) -> np.ndarray:
+    """Integer voxels as int16 when they fit (half the memory of float32); anything else float32."""
+    if array.dtype.kind in "iu" and array.size and -32768 <= array.min() and array.max() <= 32767:
+        return array.astype(np.int16, copy=False)
+    return array.astype(np.float32, copy=False)
+
+
+def _read_nifti(path: Path):
+    try:
+        img = nib.load(str(path))
+        slope, inter = img.dataobj.slope, img.dataobj.inter
+        unscaled = (slope in (1, None) or np.isnan(slope)) and (inter in (0, None) or np.isnan(inter))
+        data = np.asanyarray(img.dataobj.get_unscaled()) if unscaled else np.asanyarray(img.dataobj)
+    except (EOFError, gzip.BadGzipFile, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise LungctError(path, f"cannot read NIfTI file: {_short(err) or 'truncated or corrupt'}") from None
+    if data.dtype.fields is not None or data.ndim > 4 or (data.ndim == 4 and data.shape[3] != 1):
+        raise LungctError(path, f"has shape {data.shape} ({data.dtype}): not a single 3D CT volume")
+    if data.ndim == 4:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise LungctError(path, f"has shape {data.shape}: not a 3D CT volume")
+    return compact(np.asarray(data)), np.asarray(img.affine, dtype=float), img.header
+
+
+def _short(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+
+
+def _itk_reason(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for line in lines:
+        if "Description:" in line:
+            return line.split("Description:", 1)[1].strip()[:200]
+    return (lines[-1] if lines else "unreadable")[:200]
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary sibling path; on success rename it onto `path`, on failure remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix_of(path) or path.suffix
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, header=None, dtype=None) -> Path:
+    """Write an (x, y, z) array as NIfTI atomically; `header` (from an input) keeps its exact geometry."""
+    array = np.asarray(array)
+    if header is not None:
+        header = header.copy()
+        header.set_slope_inter(1.0, 0.0)
+        img = nib.Nifti1Image(array, None, header=header)
+        img.set_sform(header.get_sform(), int(header["sform_code"]))
+        img.set_qform(header.get_qform(), int(header["qform_code"]))
+        if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+            img.set_sform(affine, 1)  # an input without orientation codes: say what we assumed
+        if len(array.shape) < len(header.get_data_shape()):
+            img.header.set_data_shape(array.shape)
+    else:
+        img = nib.Nifti1Image(array, np.asarray(affine, dtype=float))
+        img.set_qform(np.asarray(affine, dtype=float), 1)
+        img.set_sform(np.asarray(affine, dtype=float), 1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_data_dtype(dtype or array.dtype)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    return Path(path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
