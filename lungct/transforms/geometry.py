@@ -1,0 +1,89 @@
+"""Resampling to a target spacing, and bringing labels back to a scan's own grid.
+
+SimpleITK does the interpolation: on this CPU it is 5-6x faster than MONAI's Spacingd for a full chest
+CT (DESIGN.md §7). The direction of the grid is kept; only the spacing changes.
+"""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+from lungct.geometry import REVERSE_AXES, array_to_sitk, set_sitk_geometry, sitk_view_to_array, voxel_spacing
+from lungct.transforms.common import affine_of, case_info
+
+
+def reoriented_grid(affine: np.ndarray, shape, axcodes: str | None) -> tuple[np.ndarray, tuple]:
+    """(affine, shape) of the same voxels re-indexed so the axes point along `axcodes` (e.g. "RAS")."""
+    affine = np.asarray(affine, dtype=float)
+    if not axcodes:
+        return affine, tuple(shape)
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                           nib.orientations.axcodes2ornt(tuple(axcodes)))
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    new_shape = tuple(int(shape[int(i)]) for i in np.argsort(ornt[:, 0]))
+    return new_affine, new_shape
+
+
+def resample_to_spacing(array: np.ndarray, affine: np.ndarray, spacing_mm, nearest: bool = False,
+                        default: float = -1024.0, axcodes: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 or uint8 array, affine) on a grid with `spacing_mm`, optionally reoriented to `axcodes`.
+
+    Orientation and spacing change in one interpolation pass, so no reoriented copy of a full-size
+    scan is ever made. Axes with a single voxel (one CT slice) keep their spacing.
+    """
+    grid_affine, grid_shape = reoriented_grid(affine, array.shape, axcodes)
+    old_spacing = voxel_spacing(grid_affine)
+    new_spacing = np.array([float(s) for s in np.broadcast_to(spacing_mm, 3)])
+    new_spacing = np.where(np.array(grid_shape) == 1, old_spacing, new_spacing)
+    new_size = [max(1, int(round(n * o / s))) for n, o, s in zip(grid_shape, old_spacing, new_spacing)]
+    new_affine = grid_affine.copy()
+    new_affine[:3, :3] = grid_affine[:3, :3] / old_spacing * new_spacing
+    pixel = sitk.sitkUInt8 if nearest else sitk.sitkFloat32
+    if np.allclose(new_affine, affine) and tuple(new_size) == tuple(array.shape):
+        return np.asarray(array, dtype=np.uint8 if nearest else np.float32), np.asarray(affine, dtype=float)
+    image = array_to_sitk(array, affine)
+    reference = sitk.Image(new_size[::-1], pixel)
+    set_sitk_geometry(reference, new_affine[:, REVERSE_AXES])
+    interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
+    out = sitk.Resample(image, reference, sitk.Transform(), interpolator, float(default), pixel, True)
+    return sitk_view_to_array(out), new_affine
+
+
+def labels_to_grid(labels: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour copy of a label map onto another grid (any orientation, obliquity or spacing)."""
+    source = array_to_sitk(labels.astype(np.uint8, copy=False), affine)
+    reference = sitk.Image([int(s) for s in shape][::-1], sitk.sitkUInt8)
+    set_sitk_geometry(reference, np.asarray(target_affine, dtype=float)[:, REVERSE_AXES])
+    out = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk_view_to_array(out)
+
+
+class Resampled(MapTransform):
+    """Orient to `axcodes` and resample to `spacing_mm`: images linear, label maps nearest.
+
+    The affine keeps the truth about where every voxel is; later steps read patient directions from it.
+    """
+
+    def __init__(self, keys="image", spacing_mm=1.0, axcodes: str | None = "RAS", label_keys=(),
+                 allow_missing_keys: bool = True):
+        super().__init__(keys, allow_missing_keys)
+        self.spacing_mm = spacing_mm
+        self.axcodes = axcodes
+        self.label_keys = set([label_keys] if isinstance(label_keys, str) else label_keys)
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in list(self.key_iterator(d)) + [k for k in self.label_keys if k in d]:
+            nearest = key in self.label_keys
+            value = d[key]
+            array = value[0].numpy() if isinstance(value, torch.Tensor) else np.asarray(value)[0]
+            out, affine = resample_to_spacing(array, affine_of(d, key), self.spacing_mm, nearest=nearest,
+                                              default=0 if nearest else -1024.0, axcodes=self.axcodes)
+            d[key] = MetaTensor(torch.from_numpy(out[None]), affine=torch.as_tensor(affine))
+        info = case_info(d)
+        info["processing_spacing_mm"] = [round(float(s), 4) for s in voxel_spacing(affine_of(d, self.keys[0]))]
+        return d
