@@ -1,0 +1,315 @@
+"""`lungct preprocess`: scans in, per-case folders out (image, lungs, ROI, native-grid lungs, sidecar).
+
+A case folder appears whole or not at all: everything is written into a hidden temporary folder that
+is renamed into place at the end, so an interrupted run leaves nothing half-written and the next run
+resumes with the cases that have no folder yet.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import shutil
+import time
+import traceback
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from lungct import __version__
+from lungct.errors import LungctError
+from lungct.geometry import geometry_summary
+from lungct.io import CaseSource, Scan, discover, load_case, load_scan
+from lungct.io.volumes import atomic_path, write_json, write_nifti
+from lungct.recipes import Chain, load_recipe, recipe_digest
+from lungct.transforms.geometry import labels_to_grid
+from lungct.transforms.lungs import LABEL_NAMES
+
+CASE_FILES = ("image.nii.gz", "lungs.nii.gz", "roi.nii.gz", "lungs-native.nii.gz", "case.json", "preview.png")
+SUMMARY_FIELDS = ["case", "status", "right_ml", "left_ml", "total_ml", "flags", "warnings", "source", "seconds"]
+
+
+@dataclass
+class Preprocessed:
+    """What the chain made of one scan: arrays on the processing grid and on the scan's own grid."""
+
+    scan: Scan
+    image: np.ndarray
+    lungs: np.ndarray
+    roi: np.ndarray
+    affine: np.ndarray
+    lungs_native: np.ndarray
+    case: dict = field(default_factory=dict)
+
+    @property
+    def volumes_ml(self) -> dict:
+        voxel_ml = float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+        volumes = {name: round(float((self.lungs == label).sum() * voxel_ml), 1) for label, name in LABEL_NAMES.items()}
+        volumes["total"] = round(volumes["right"] + volumes["left"], 1)
+        return volumes
+
+
+def preprocess_scan(scan: Scan | str | Path, recipe: dict | str | Path | None = None, chain: Chain | None = None,
+                    recalibrate: bool | None = None) -> Preprocessed:
+    """Run the preprocessing chain on one scan (a loaded Scan or a path)."""
+    started = time.perf_counter()
+    if not isinstance(scan, Scan):
+        scan = load_scan(scan)
+    read_seconds = time.perf_counter() - started
+    if chain is None:
+        overrides = {} if recalibrate is None else {"CheckHUCalibrationd.recalibrate": bool(recalibrate)}
+        recipe = recipe if isinstance(recipe, dict) else load_recipe(recipe or "preprocess", overrides)
+        chain = Chain(recipe)
+    case = {"warnings": list(scan.warnings), "flags": [], "input": scan.geometry(), "timings_s": {}}
+    data = {
+        "image": MetaTensor(torch.from_numpy(np.ascontiguousarray(scan.array)[None]),
+                            affine=torch.as_tensor(scan.affine, dtype=torch.float64)),
+        "case": case,
+        "source": str(scan.source),
+    }
+    data = chain(data)
+    image = data["image"]
+    affine = np.asarray(image.affine, dtype=float)
+    lungs = data["lungs"][0].numpy().astype(np.uint8) if "lungs" in data else np.zeros(image.shape[1:], np.uint8)
+    roi = data["roi"][0].numpy().astype(np.uint8) if "roi" in data else np.zeros_like(lungs)
+    start = time.perf_counter()
+    lungs_native = labels_to_grid(lungs, affine, scan.array.shape, scan.affine)
+    case["timings_s"]["to_input_grid"] = round(time.perf_counter() - start, 3)
+    case["timings_s"]["read"] = round(read_seconds, 3)
+    return Preprocessed(scan, image[0].numpy(), lungs, roi, affine, lungs_native, case)
+
+
+def case_record(result: Preprocessed, recipe: dict) -> dict:
+    """The case.json sidecar."""
+    scan, case = result.scan, result.case
+    record = {
+        "case": scan.name,
+        "status": "ok",
+        "lungct_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "sources": [str(p) for p in scan.sources] if len(scan.sources) <= 3 else
+                   {"folder": str(scan.source), "files": len(scan.sources)},
+        "format": scan.format,
+        "modality": scan.info.get("modality", "CT" if scan.format != "dicom" else "unknown"),
+        "input": case.get("input"),
+        "output": {**geometry_summary(result.image.shape, result.affine), "files": list(CASE_FILES)},
+        "labels": {str(k): v for k, v in LABEL_NAMES.items()},
+        "volumes_ml": result.volumes_ml,
+        "hu_calibration": case.get("hu_calibration"),
+        "flags": sorted(set(case.get("flags", []))),
+        "warnings": case.get("warnings", []),
+        "body_volume_ml": case.get("body_volume_ml"),
+        "lungs": case.get("lungs"),
+        "roi": case.get("roi"),
+        "timings_s": case.get("timings_s"),
+        "recipe": {"name": recipe.get("name"), "source": recipe.get("source"), "digest": recipe_digest(recipe),
+                   "transforms": recipe.get("transforms")},
+    }
+    if scan.format == "dicom":
+        record["dicom"] = {k: v for k, v in scan.info.items() if k != "modality"}
+    return record
+
+
+def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: bool = False) -> Path:
+    """Write one case folder atomically: build it under a hidden name, then rename it into place."""
+    from lungct.report import save_preview
+
+    out_dir = Path(out_dir)
+    final = out_dir / result.scan.name
+    tmp = out_dir / f".tmp-{result.scan.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        started = time.perf_counter()
+        header = result.scan.header if result.scan.format in ("nii", "nii.gz") else None
+        write_nifti(tmp / "image.nii.gz", result.image.astype(np.float32), result.affine, dtype=np.int16)
+        write_nifti(tmp / "lungs.nii.gz", result.lungs, result.affine, dtype=np.uint8)
+        write_nifti(tmp / "roi.nii.gz", result.roi, result.affine, dtype=np.uint8)
+        write_nifti(tmp / "lungs-native.nii.gz", result.lungs_native, result.scan.affine, header=header, dtype=np.uint8)
+        save_preview(tmp / "preview.png", result.image, result.lungs, result.roi, result.affine,
+                     title=f"{result.scan.name}  R {result.volumes_ml['right']:.0f} mL  L {result.volumes_ml['left']:.0f} mL")
+        result.case["timings_s"]["write"] = round(time.perf_counter() - started, 3)
+        record = case_record(result, recipe)
+        record["timings_s"]["total"] = round(sum(v for k, v in record["timings_s"].items() if k != "total"), 3)
+        write_json(tmp / "case.json", record)
+        if final.exists():
+            if not overwrite:
+                raise LungctError(final, "exists already (use --overwrite to replace it)")
+            old = out_dir / f".old-{result.scan.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# ------------------------------------------------------------------------------------------------ batch
+
+
+@dataclass
+class CaseOutcome:
+    name: str
+    source: str
+    status: str  # "ok", "failed" or "skipped"
+    reason: str = ""
+    seconds: float = 0.0
+    record: dict | None = None
+
+
+def is_done(out_dir: Path, name: str) -> bool:
+    return (Path(out_dir) / name / "case.json").is_file()
+
+
+def _run_one(case: CaseSource, out_dir: str, recipe: dict, overwrite: bool, threads: int) -> CaseOutcome:
+    """Worker body: one case end to end; every failure becomes a one-line reason."""
+    _limit_threads(threads)
+    started = time.perf_counter()
+    try:
+        scan = load_case(case)
+        result = preprocess_scan(scan, recipe)
+        final = write_case(result, recipe, Path(out_dir), overwrite)
+        import json
+
+        record = json.loads((final / "case.json").read_text())
+        return CaseOutcome(case.name, str(case.source), "ok", seconds=time.perf_counter() - started, record=record)
+    except LungctError as err:
+        return CaseOutcome(case.name, str(case.source), "failed", str(err), time.perf_counter() - started)
+    except MemoryError:
+        return CaseOutcome(case.name, str(case.source), "failed", f"{case.source}: out of memory",
+                           time.perf_counter() - started)
+    except Exception as err:  # an unexpected bug must not stop the batch; keep the trace for a report
+        detail = traceback.format_exc(limit=6).strip().splitlines()
+        reason = f"{case.source}: internal error {type(err).__name__}: {err} [{detail[-3].strip() if len(detail) > 2 else ''}]"
+        return CaseOutcome(case.name, str(case.source), "failed", " ".join(reason.split()),
+                           time.perf_counter() - started)
+
+
+def _limit_threads(threads: int) -> None:
+    import SimpleITK as sitk
+
+    torch.set_num_threads(max(1, threads))
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, threads))
+
+
+def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: int = 1, overwrite: bool = False,
+                     progress: bool = True, log=print) -> list[CaseOutcome]:
+    """Preprocess every case found in `inputs` into `out_dir`; resume unless `overwrite`."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out_dir)
+    cases = discover(inputs)
+    if not cases:
+        raise LungctError(", ".join(str(p) for p in inputs), "no scans found (DICOM series, .nii/.nii.gz, .nrrd or .mha)")
+    outcomes: list[CaseOutcome] = []
+    todo = []
+    for case in cases:
+        if not overwrite and is_done(out_dir, case.name):
+            outcomes.append(CaseOutcome(case.name, str(case.source), "skipped", "done in an earlier run"))
+        else:
+            todo.append(case)
+    skipped = len(outcomes)
+    if skipped:
+        log(f"{skipped} of {len(cases)} case(s) already done in {out_dir} (resuming; --overwrite redoes them)")
+        _warn_recipe_change(out_dir, [o.name for o in outcomes], recipe, log)
+    for case in cases:
+        for note in case.notes:
+            log(f"note: {note}")
+    workers = max(1, min(workers, len(todo))) if todo else 1
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress or not todo, dynamic_ncols=True)
+
+    def report(outcome: CaseOutcome):
+        outcomes.append(outcome)
+        bar.update(1)
+        if outcome.status == "failed":
+            bar.write(f"FAILED {outcome.reason}")
+        elif outcome.record:
+            for warning in outcome.record.get("warnings", []):
+                bar.write(f"warning: {outcome.name}: {warning}")
+
+    if workers == 1:
+        for case in todo:
+            bar.set_postfix_str(case.name[:30])
+            report(_run_one(case, str(out_dir), recipe, overwrite, threads))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_run_one, case, str(out_dir), recipe, overwrite, threads) for case in todo]
+            for future in as_completed(futures):
+                report(future.result())
+    bar.close()
+    write_tables(out_dir, outcomes)
+    return outcomes
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary folders of an interrupted run (this command is the only writer of out_dir)."""
+    for item in out_dir.glob(".tmp-*"):
+        shutil.rmtree(item, ignore_errors=True)
+    for item in out_dir.glob(".old-*"):
+        shutil.rmtree(item, ignore_errors=True)
+
+
+def _warn_recipe_change(out_dir: Path, names: list[str], recipe: dict, log) -> None:
+    import json
+
+    digest = recipe_digest(recipe)
+    for name in names:
+        try:
+            earlier = json.loads((out_dir / name / "case.json").read_text())["recipe"]["digest"]
+        except (OSError, KeyError, ValueError):
+            continue
+        if earlier != digest:
+            log(f"warning: {out_dir} holds cases made with another recipe ({earlier}, now {digest}); "
+                "--overwrite remakes them")
+            return
+
+
+def write_tables(out_dir: Path, outcomes: list[CaseOutcome]) -> None:
+    """summary.csv (every case folder in out_dir plus this run's failures) and failures.csv."""
+    import json
+
+    rows = {}
+    for record_path in sorted(Path(out_dir).glob("*/case.json")):
+        try:
+            record = json.loads(record_path.read_text())
+        except ValueError:
+            continue
+        volumes = record.get("volumes_ml", {})
+        rows[record["case"]] = {
+            "case": record["case"], "status": record.get("status", "ok"),
+            "right_ml": volumes.get("right"), "left_ml": volumes.get("left"), "total_ml": volumes.get("total"),
+            "flags": ";".join(record.get("flags", [])), "warnings": " | ".join(record.get("warnings", [])),
+            "source": _source_text(record.get("sources")), "seconds": (record.get("timings_s") or {}).get("total"),
+        }
+    failures = [o for o in outcomes if o.status == "failed"]
+    for outcome in failures:
+        rows[outcome.name] = {"case": outcome.name, "status": "failed", "warnings": outcome.reason,
+                              "source": outcome.source, "seconds": round(outcome.seconds, 2)}
+    _write_csv(Path(out_dir) / "summary.csv", SUMMARY_FIELDS, [rows[k] for k in sorted(rows)])
+    _write_csv(Path(out_dir) / "failures.csv", ["case", "source", "reason"],
+               [{"case": o.name, "source": o.source, "reason": o.reason} for o in failures])
+
+
+def _source_text(sources) -> str:
+    if isinstance(sources, dict):
+        return f"{sources.get('folder')} ({sources.get('files')} files)"
+    return ";".join(sources or [])
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
