@@ -37,6 +37,15 @@ def common_folder(paths: list[Path]) -> Path:
     return Path(os.path.commonpath([str(p.parent) for p in paths]))
 
 
+def _files_under(folder: Path) -> list[Path]:
+    """Every file below `folder`, following symbolic links to folders (Path.rglob does not in 3.11)."""
+    found = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        dirs.sort()
+        found.extend(Path(root) / name for name in names)
+    return sorted(p for p in found if p.is_file())
+
+
 def discover(inputs: list[Path]) -> list[CaseSource]:
     """Cases in files and folders (searched recursively), in a stable order, with unique names."""
     volumes, pictures, dicom_files = [], [], []
@@ -44,7 +53,7 @@ def discover(inputs: list[Path]) -> list[CaseSource]:
         item = Path(item)
         if not item.exists():
             raise LungctError(item, "no such file or folder")
-        files = [item] if item.is_file() else sorted(p for p in item.rglob("*") if p.is_file())
+        files = [item] if item.is_file() else _files_under(item)
         for path in files:
             if any(part.startswith(".") for part in path.relative_to(item).parts) and item.is_dir():
                 continue  # hidden files and our own temporary outputs
