@@ -81,5 +81,43 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
         sys.exit(1)
 
 
+@main.command()
+@click.argument("prediction", type=click.Path(path_type=Path))
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Per-case CSV (default: the workspace's metrics.csv); the summary goes to <name>-summary.csv.")
+@click.option("--resample", is_flag=True,
+              help="Copy a prediction on another grid onto the reference grid (nearest neighbour) instead of refusing it.")
+@click.option("--merge", is_flag=True, help="Compare only the whole foreground, not each label.")
+@click.option("--mask-name", default="lungs.nii.gz", show_default=True,
+              help="Mask file inside per-case folders (<case>/<mask-name>, as `lungct preprocess` writes).")
+@click.option("--overwrite", is_flag=True, help="Replace existing CSV files.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@explained
+def evaluate(prediction, reference, output, resample, merge, mask_name, overwrite, quiet):
+    """Dice, IoU, HD95, ASSD (mm) and volume difference (mL) of predicted masks against references.
+
+    PREDICTION and REFERENCE are two mask files, or two folders matched by case name (file stem, or
+    the folder name of <case>/lungs.nii.gz). A multi-label reference is also measured label by label.
+    """
+    from lungct.evaluate import ROW_FIELDS, SUMMARY_COLUMNS, evaluate as run, format_summary, summary_path, write_rows
+    from lungct.workspace import workdir
+
+    output = output or workdir() / "metrics.csv"
+    for path in (output, summary_path(output)):
+        if path.exists() and not overwrite:
+            raise LungctError(path, "exists already (use --overwrite to replace it)")
+    result = run(prediction, reference, resample=resample, merge=merge, mask_name=mask_name,
+                 progress=not quiet, log=lambda m: click.echo(m, err=True))
+    if result.rows:
+        write_rows(output, result.rows, ROW_FIELDS)
+        write_rows(summary_path(output), result.summary, SUMMARY_COLUMNS)
+        click.echo(format_summary(result.summary, len({r["case"] for r in result.rows})))
+        click.echo(f"-> {output}, {summary_path(output)}", err=True)
+    if result.failures:
+        click.echo(f"{len(result.failures)} case(s) failed", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
