@@ -17,7 +17,10 @@ from lungct.transforms.common import affine_of, case_info
 
 
 def reoriented_grid(affine: np.ndarray, shape, axcodes: str | None) -> tuple[np.ndarray, tuple]:
-    """(affine, shape) of the same voxels re-indexed so the axes point along `axcodes` (e.g. "RAS")."""
+    """(affine, shape) of the same voxels re-indexed so the axes point along `axcodes` (e.g. "RAS").
+
+    An oblique grid becomes the axis-aligned grid that holds it (values then need resampling).
+    """
     affine = np.asarray(affine, dtype=float)
     if not axcodes:
         return affine, tuple(shape)
@@ -25,6 +28,37 @@ def reoriented_grid(affine: np.ndarray, shape, axcodes: str | None) -> tuple[np.
                                            nib.orientations.axcodes2ornt(tuple(axcodes)))
     new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     new_shape = tuple(int(shape[int(i)]) for i in np.argsort(ornt[:, 0]))
+    if min(new_shape) > 1 and is_oblique(new_affine):
+        new_affine, new_shape = _straightened(new_affine, new_shape)
+    return new_affine, new_shape
+
+
+def is_oblique(affine: np.ndarray, tolerance: float = 1e-3) -> bool:
+    """True when the voxel axes are rotated away from the world axes (beyond rounding noise)."""
+    cosines = np.asarray(affine, dtype=float)[:3, :3] / voxel_spacing(affine)
+    return bool(np.abs(np.abs(cosines) - np.round(np.abs(cosines))).max() > tolerance)
+
+
+def _straightened(affine: np.ndarray, shape) -> tuple[np.ndarray, tuple]:
+    """An axis-aligned grid (same axis order, signs and spacing) holding every voxel of an oblique one.
+
+    Mirroring about the spine and per-slice steps work in array rows and columns, which only mean
+    "left-right" and "axial" once the grid is aligned with the patient's (world) axes.
+    """
+    spacing = voxel_spacing(affine)
+    cosines = affine[:3, :3] / spacing
+    aligned = np.zeros((3, 3))
+    for axis in range(3):
+        world = int(np.argmax(np.abs(cosines[:, axis])))
+        aligned[world, axis] = np.sign(cosines[world, axis])
+    corners = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    world = corners @ affine[:3, :3].T + affine[:3, 3]
+    along = world @ aligned  # position along each new axis, in mm
+    lo, hi = along.min(axis=0), along.max(axis=0)
+    new_shape = tuple(int(np.floor((h - l) / s + 1e-6)) + 1 for l, h, s in zip(lo, hi, spacing))
+    new_affine = np.eye(4)
+    new_affine[:3, :3] = aligned * spacing
+    new_affine[:3, 3] = aligned @ lo
     return new_affine, new_shape
 
 
