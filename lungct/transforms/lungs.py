@@ -190,11 +190,22 @@ def split_objects(mask: np.ndarray, spacing, radius_mm: float, core: np.ndarray 
     return out, n_seeds + n_rest, seed_map
 
 
+def _depth_mm(mask: np.ndarray, spacing, single_slice: bool) -> np.ndarray:
+    """Distance (mm) from each voxel to the outside of `mask`; the box's border counts as outside.
+
+    In a single-slice image the slice's two faces are not a border: depth is measured in-plane, else
+    every voxel lies within one slice thickness of the outside and no erosion ever leaves a seed.
+    """
+    pad = [(1, 1), (1, 1), (0, 0) if single_slice else (1, 1)]
+    inner = tuple(slice(before, before + n) for (before, _), n in zip(pad, mask.shape))
+    return ndi.distance_transform_edt(np.pad(mask, pad), sampling=spacing)[inner]
+
+
 def split_in_two(obj: np.ndarray, spacing, start_mm: float, stop_mm: float) -> np.ndarray | None:
     """Labels 1/2 for an object eroded until it falls into two big parts, or None if it never does."""
     box = bounding_box(obj)
     sub = obj[box]
-    distance = ndi.distance_transform_edt(np.pad(sub, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    distance = _depth_mm(sub, spacing, single_slice=obj.shape[2] == 1)
     radius = start_mm
     while radius <= stop_mm:
         seeds, count = ndi.label(distance > radius)
