@@ -190,10 +190,11 @@ class SliceSampler(torch.utils.data.Dataset):
         if not self.positives:
             raise LungctError(None, "no training slice holds any foreground label")
         self.negative_share, self.per_epoch, self.seed = negative_share, per_epoch, seed
-        self.items = []
+        self.items, self.epoch = [], 0
         self.reshuffle(0)
 
     def reshuffle(self, epoch: int) -> None:
+        self.epoch = epoch
         rng = random.Random(self.seed * 1000 + epoch)
         total = self.per_epoch or len(self.positives)
         negatives = min(len(self.negatives), round(total * self.negative_share))
@@ -208,7 +209,7 @@ class SliceSampler(torch.utils.data.Dataset):
         case = self.cases[case_index]
         item = {"image": torch.from_numpy(fit_2d(case.image[:, :, z], self.size, self.fill)[None].copy()),
                 "label": torch.from_numpy(fit_2d(case.labels[:, :, z], self.size, 0)[None].astype(np.float32))}
-        return self.augment(item) if self.augment else item
+        return _augmented(self.augment, item, self.seed, self.epoch, index)
 
 
 class PatchSampler(torch.utils.data.Dataset):
@@ -218,7 +219,7 @@ class PatchSampler(torch.utils.data.Dataset):
                  augment=None, fill: float = 0.0, seed: int = 0):
         from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
 
-        self.cases, self.augment = cases, augment
+        self.cases, self.augment, self.seed, self.epoch = cases, augment, seed, 0
         self.per_epoch = per_epoch or 4 * len(cases)
         self.crop = Compose([
             SpatialPadd(["image", "label"], spatial_size=list(patch_size), constant_values=fill),
@@ -227,17 +228,32 @@ class PatchSampler(torch.utils.data.Dataset):
         self.crop.set_random_state(seed)
 
     def reshuffle(self, epoch: int) -> None:
-        self.crop.set_random_state(epoch)
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.per_epoch
 
     def __getitem__(self, index: int) -> dict:
         case = self.cases[index % len(self.cases)]
+        self.crop.set_random_state(_sample_seed(self.seed, self.epoch, index))
         item = self.crop({"image": torch.from_numpy(case.image[None].copy()),
                           "label": torch.from_numpy(case.labels[None].astype(np.float32))})[0]
         item = {"image": torch.as_tensor(item["image"]).float(), "label": torch.as_tensor(item["label"]).float()}
-        return self.augment(item) if self.augment else item
+        return _augmented(self.augment, item, self.seed, self.epoch, index)
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch * 100_003 + index) % (2 ** 31)
+
+
+def _augmented(augment, item: dict, seed: int, epoch: int, index: int) -> dict:
+    """Augment with a random state fixed by (seed, epoch, sample): the same run twice, or with data
+    loader workers or DDP ranks in any order, sees the same samples."""
+    if augment is None:
+        return item
+    augment.set_random_state(_sample_seed(seed, epoch, index))
+    out = augment(item)
+    return {key: torch.as_tensor(value) for key, value in out.items()}
 
 
 def augmentation(settings: dict, size, seed: int):
