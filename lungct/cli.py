@@ -6,6 +6,7 @@ Every failure the library can explain arrives as a LungctError and is printed as
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -82,6 +83,58 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
 
 
 @main.command()
+@click.option("--dim", type=click.Choice(["2d", "3d"]), required=True, help="2D slice network or 3D patch network.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="A `lungct preprocess` output folder (default: the workspace's prep/).")
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="A folder of your own images (any format lungct reads), with --labels.")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Label files matched to the images by case name (with --data: instead of prep's lungs.nii.gz).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default: the workspace's runs/<recipe>-<timestamp>/).")
+@click.option("--config", default=None, help="Training recipe: a YAML file or a built-in name (default: train-2d / train-3d).")
+@click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE", help="Change one recipe value (repeatable).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue an interrupted run from its last.pt (same recipe, same folder).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@explained
+def train(dim, data, images, labels, output, config, set_values, epochs, batch_size, lr, device, resume, quiet):
+    """Train a segmentation network from a recipe; writes best.pt, last.pt, log.csv and plots."""
+    import json
+
+    from lungct.recipes import load_recipe, parse_set_options
+    from lungct.training import default_run_dir, train as run_training
+
+    overrides = parse_set_options(set_values)
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("optimizer.lr", lr)):
+        if value is not None:
+            overrides[key] = value
+    if resume:
+        recorded = Path(resume) / "recipe.json"
+        if not recorded.is_file():
+            raise LungctError(resume, "is not a lungct training run (no recipe.json)")
+        recipe = json.loads(recorded.read_text())
+        from lungct.recipes import apply_overrides
+
+        apply_overrides(recipe, overrides, recorded)
+        output = Path(resume)
+    else:
+        recipe = load_recipe(config or f"train-{dim}", overrides)
+    if f"{recipe.get('dim')}d" != dim:
+        raise LungctError(recipe.get("source"), f"is a {recipe.get('dim')}D recipe but --dim {dim} was given")
+    out_dir = output or default_run_dir(recipe)
+    best = run_training(recipe, out_dir, data=data, images=images, labels=labels, device=device, resume=resume,
+                        progress=not quiet, log=lambda m: click.echo(m, err=True))
+    if int(os.environ.get("RANK", 0)) == 0:
+        click.echo(f"best validation Dice {best['val_mean_dice']:.4f} at epoch {best['best_epoch']} -> {out_dir}/best.pt",
+                   err=True)
+
+
+@main.command()
 @click.argument("prediction", type=click.Path(path_type=Path))
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
@@ -116,6 +169,61 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
         click.echo(f"-> {output}, {summary_path(output)}", err=True)
     if result.failures:
         click.echo(f"{len(result.failures)} case(s) failed", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="mask.nii.gz for one scan, or a folder for <case>.nii.gz + <case>.json "
+                   "(default: the workspace's masks/ folder).")
+@click.option("--model", default=None, metavar="PATH|NAME|latest",
+              help="Checkpoint file, shipped model name (lungct/weights/<name>.pt), or 'latest' "
+                   "(best checkpoint of the newest run in the workspace). Default: the shipped default model.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="auto: mixed precision on CUDA, float32 elsewhere; bf16 also runs on CPUs that support it.")
+@click.option("--tta", is_flag=True, help="Average over flips (anterior-posterior, and superior-inferior in 3D).")
+@click.option("--binary", is_flag=True, help="One label (1 = lung) instead of 1 = right, 2 = left.")
+@click.option("--roi", is_flag=True, help="Keep labels only inside the preprocessing's lung region of interest (slower).")
+@click.option("--preview", is_flag=False, flag_value="auto", default=None, metavar="[PNG|FOLDER]",
+              help="Write an axial + coronal picture (beside the mask, or at the path given).")
+@click.option("--sw-batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="3D models: patches per network call.")
+@click.option("--overlap", type=click.FloatRange(0, 0.95), default=0.5, show_default=True,
+              help="3D models: sliding-window overlap.")
+@click.option("--slice-batch", type=click.IntRange(min=1), default=16, show_default=True,
+              help="2D models: axial slices per network call.")
+@click.option("--overwrite", is_flag=True, help="Replace existing masks (otherwise a batch resumes).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@explained
+def infer(inputs, output, model, device, precision, tta, binary, roi, preview, sw_batch_size, overlap, slice_batch,
+          overwrite, quiet):
+    """Segment the lungs of CT scans: files, DICOM series folders, or folders of them.
+
+    The mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a JSON beside it
+    gives volumes in mL, the model, timings and warnings. The model is loaded once for a whole batch.
+    """
+    from lungct.inference import Segmenter, infer_batch
+    from lungct.workspace import workdir
+
+    output = output or workdir() / "masks"
+
+    def segmenter():
+        return Segmenter(model, device=device, precision=precision, tta=tta, sw_batch_size=sw_batch_size,
+                         overlap=overlap, slice_batch=slice_batch, roi=roi, binary=binary)
+
+    outcomes = infer_batch(list(inputs), output, segmenter, overwrite=overwrite, preview=preview,
+                           progress=not quiet, log=lambda m: click.echo(m, err=True))
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
+    if len(outcomes) == 1 and counts["ok"] == 1:
+        record = outcomes[0].record
+        volumes = ", ".join(f"{k} {v:.0f} mL" for k, v in record["volumes_ml"].items())
+        click.echo(f"{record['mask']}: {volumes} ({record['timings_s']['total']:.1f} s)", err=True)
+    else:
+        click.echo(f"{counts['ok']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed "
+                   f"-> {output}", err=True)
+    if counts["failed"]:
         sys.exit(1)
 
 
