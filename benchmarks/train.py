@@ -1,0 +1,91 @@
+"""Benchmark `lungct train` on this machine: seconds per epoch, when validation Dice first reaches 0.95,
+best validation Dice. Run by hand (not a test); writes benchmarks/results/train.md.
+
+    python benchmarks/train.py                 # 2D recipe on ct-slices, then 3D recipe on the volumes
+    python benchmarks/train.py --only 2d --epochs 12
+
+2D: the train-2d recipe on ../shared/data/ct-slices through `--images/--labels` (binary lung masks,
+HU recalibrated by the loader, 1 mm), 20 % of the slices held apart as validation.
+3D: the train-3d recipe on the volumes with lung masks (imlab-id001/id002, copdgene-ct64), one held apart.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def run(name: str, args: list[str], out: Path) -> dict:
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "lungct", "train", *args, "-o", str(out), "--quiet"]
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    elapsed, reached = 0.0, None
+    for row in rows:
+        elapsed += float(row["seconds"])
+        if reached is None and float(row["val_mean_dice"]) >= 0.95:
+            reached = (int(row["epoch"]), elapsed)
+    best = max(rows, key=lambda r: float(r["val_mean_dice"]))
+    seconds = sorted(float(r["seconds"]) for r in rows)
+    return {"name": name, "epochs": len(rows), "median_epoch_s": seconds[len(seconds) // 2], "wall_s": wall,
+            "reached": reached, "best": float(best["val_mean_dice"]), "best_epoch": int(best["epoch"]),
+            "per_label": {k[5:]: float(v) for k, v in best.items() if k.startswith("dice_")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["2d", "3d"], default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"error: {DATA}: the shared data folder is missing")
+    extra = ["--epochs", str(args.epochs)] if args.epochs else []
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.only in (None, "2d"):
+            results.append(run("2D train-2d on ct-slices", [
+                "--dim", "2d", "--images", str(DATA / "ct-slices/images"), "--labels", str(DATA / "ct-slices/masks"),
+                "--set", "labels={background: 0, lung: 1}", "--set", "data.validation_fraction=0.2", *extra],
+                tmp / "run2d"))
+        if args.only in (None, "3d"):
+            volumes = tmp / "volumes"
+            (volumes / "images").mkdir(parents=True)
+            (volumes / "labels").mkdir()
+            for case, label in (("imlab-id001", "lungs.nii.gz"), ("imlab-id002", "lungs.nii.gz"),
+                                ("copdgene-ct64", "lungs.nrrd")):
+                image = next((DATA / "ct-volumes" / case).glob("image.*"))
+                (volumes / "images" / f"{case}{''.join(image.suffixes)}").symlink_to(image)
+                ref = DATA / "ct-volumes" / case / label
+                (volumes / "labels" / f"{case}{''.join(ref.suffixes)}").symlink_to(ref)
+            results.append(run("3D train-3d on imlab-id001/id002 + copdgene-ct64", [
+                "--dim", "3d", "--images", str(volumes / "images"), "--labels", str(volumes / "labels"),
+                "--set", "labels={background: 0, lung: 1}", "--set", "data.validation_cases=[imlab-id002]",
+                "--set", "data.validation_fraction=0", *extra], tmp / "run3d"))
+    lines = ["# lungct train benchmark", "",
+             f"{os.cpu_count()} CPU cores, no GPU, {time.strftime('%Y-%m-%d %H:%M')}. Validation Dice = mean over "
+             "held-apart cases of the Dice per label.", "",
+             "| run | epochs | median s/epoch | wall time | first Dice ≥ 0.95 (epoch, s) | best Dice (epoch) |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        reached = f"{r['reached'][0]}, {r['reached'][1]:.0f} s" if r["reached"] else "not reached"
+        lines.append(f"| {r['name']} | {r['epochs']} | {r['median_epoch_s']:.0f} | {r['wall_s'] / 60:.1f} min | "
+                     f"{reached} | {r['best']:.4f} ({r['best_epoch']}) |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
