@@ -197,6 +197,7 @@ def checkpoint_meta(recipe: dict, network_args: dict, train_cases, val_cases, pr
         "training": {"recipe": recipe, "cases": len(train_cases), "validation_cases": [c.name for c in val_cases],
                      "epochs": epoch + 1, "seed": int(recipe.get("seed", 0))},
         "metrics": metrics,
+        "inference": dict(recipe.get("inference") or {}),  # defaults for lungct infer, e.g. {roi: true}
         "lungct_version": __version__,
     }
 
