@@ -163,13 +163,13 @@ def split_cases(cases: list[Case], fraction: float, seed: int, named: list[str] 
     return rest[count:], validation
 
 
-def fit_2d(array: np.ndarray, size, fill: float) -> np.ndarray:
-    """Centre-crop or pad the first two axes to `size`."""
+def fit_2d(array: np.ndarray, size, fill: float, offsets=None) -> np.ndarray:
+    """Crop or pad the first two axes to `size`: centred, or cropping from `offsets` (fractions 0..1)."""
     out = np.full(tuple(size) + array.shape[2:], fill, dtype=array.dtype)
     src, dst = [], []
-    for n, s in zip(array.shape[:2], size):
+    for axis, (n, s) in enumerate(zip(array.shape[:2], size)):
         if n >= s:
-            start = (n - s) // 2
+            start = (n - s) // 2 if offsets is None else int(round(offsets[axis] * (n - s)))
             src.append(slice(start, start + s)), dst.append(slice(0, s))
         else:
             start = (s - n) // 2
@@ -207,8 +207,11 @@ class SliceSampler(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         case_index, z = self.items[index]
         case = self.cases[case_index]
-        item = {"image": torch.from_numpy(fit_2d(case.image[:, :, z], self.size, self.fill)[None].copy()),
-                "label": torch.from_numpy(fit_2d(case.labels[:, :, z], self.size, 0)[None].astype(np.float32))}
+        # Slices larger than the slice size are cropped at a random place, so the network also sees the
+        # body's edge and the air around it (a centred crop would never show it: outside air taken for lung).
+        offsets = np.random.default_rng(_sample_seed(self.seed, self.epoch, index)).random(2)
+        item = {"image": torch.from_numpy(fit_2d(case.image[:, :, z], self.size, self.fill, offsets)[None].copy()),
+                "label": torch.from_numpy(fit_2d(case.labels[:, :, z], self.size, 0, offsets)[None].astype(np.float32))}
         return _augmented(self.augment, item, self.seed, self.epoch, index)
 
 
