@@ -98,9 +98,9 @@ def recipe_digest(recipe: dict) -> str:
 
 
 def _resolve(name: str):
-    from lungct.transforms import body, geometry, intensity, lungs, mirror
+    from lungct.transforms import body, cxr, geometry, intensity, lungs, mirror
 
-    for module in (intensity, geometry, body, lungs, mirror):
+    for module in (intensity, geometry, body, lungs, mirror, cxr):
         if hasattr(module, name):
             return getattr(module, name)
     import monai.transforms
