@@ -97,6 +97,33 @@ def test_dicom_rescale_window_and_voi_lut_are_applied(tmp_path, phantom):
     assert np.abs(unit(inverted.array) - expected).max() < 0.01
 
 
+def test_compressed_dicom_radiograph_and_the_gdcm_fallback(tmp_path, monkeypatch):
+    import pydicom
+    import SimpleITK as sitk
+
+    phantom = P.make_cxr((120, 100), seed=3)
+    stored = P.stored_values(phantom.image)
+    image = sitk.GetImageFromArray(stored)
+    image.SetMetaData("0008|0060", "DX")
+    path = tmp_path / "jpeg-lossless.dcm"
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(path))
+    writer.SetImageIO("GDCMImageIO")
+    writer.SetUseCompression(True)
+    writer.SetCompressor("JPEG")
+    writer.Execute(image)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID.is_compressed
+    assert np.array_equal(load_radiograph(path).array, stored.astype(np.float32))
+
+    def no_decoder(self):
+        raise NotImplementedError("no pixel data handler for this transfer syntax")
+
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(no_decoder))
+    fallback = load_radiograph(path)
+    assert np.array_equal(fallback.array, stored.astype(np.float32))
+    assert any("decoded with GDCM" in w for w in fallback.warnings)
+
+
 def test_dicom_spacing_from_imager_spacing_and_magnification(tmp_path, phantom):
     image = phantom.image
     imager = load_radiograph(P.write_dicom_radiograph(tmp_path / "i.dcm", image, spacing=None,
@@ -428,3 +455,16 @@ def test_real_radiographs_masks_and_split(real_cxr):
         box = np.zeros_like(reference, bool)
         box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
         assert radiograph.array[reference > 0].mean() < radiograph.array[box & (reference == 0)].mean(), name
+
+
+def test_real_ct_files_are_refused_by_the_radiograph_reader():
+    slices = DATA / "dicom-slices"
+    if not slices.is_dir():
+        pytest.skip(f"real data not available: {slices} is absent (../shared/data from the repository root)")
+    for path in (slices / "wg04-unc.dcm", DATA / "ct-slices" / "images"):
+        assert detect_modality(path) == "ct"
+    with pytest.raises(LungctError, match="is a CT volume, not a radiograph"):
+        load_radiograph(slices / "wg04-unc.dcm")
+    nifti = sorted((DATA / "ct-slices" / "images").glob("*.nii.gz"))[0]
+    with pytest.raises(LungctError, match="is a CT volume, not a radiograph"):
+        load_radiograph(nifti)
