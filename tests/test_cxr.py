@@ -2,7 +2,6 @@
 chain, the way back to the original pixels, post-processing, right/left, areas, training pairs, real data."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
