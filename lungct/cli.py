@@ -100,9 +100,11 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted run from its last.pt (same recipe, same folder).")
+@click.option("--modality", type=click.Choice(["ct", "cxr"]), default="ct", show_default=True,
+              help="cxr: chest radiographs (default recipe cxr-2d; --images radiographs, --labels masks).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @explained
-def train(dim, data, images, labels, output, config, set_values, epochs, batch_size, lr, device, resume, quiet):
+def train(dim, data, images, labels, output, config, set_values, epochs, batch_size, lr, device, resume, modality, quiet):
     """Train a segmentation network from a recipe; writes best.pt, last.pt, log.csv and plots."""
     import json
 
@@ -123,7 +125,9 @@ def train(dim, data, images, labels, output, config, set_values, epochs, batch_s
         apply_overrides(recipe, overrides, recorded)
         output = Path(resume)
     else:
-        recipe = load_recipe(config or f"train-{dim}", overrides)
+        recipe = load_recipe(config or ("cxr-2d" if modality == "cxr" else f"train-{dim}"), overrides)
+        if recipe.get("modality", "ct") != modality:
+            raise LungctError(recipe.get("source"), f"is a {recipe.get('modality', 'ct')} recipe but --modality {modality} was given")
     if f"{recipe.get('dim')}d" != dim:
         raise LungctError(recipe.get("source"), f"is a {recipe.get('dim')}D recipe but --dim {dim} was given")
     out_dir = output or default_run_dir(recipe)

@@ -93,6 +93,26 @@ def load_cases(recipe: dict, data: Path | None, images: Path | None, labels: Pat
     return load_prep_cases(data or prep_dir(), labels, allowed)
 
 
+def load_radiograph_cases(recipe: dict, images: Path | None, masks: Path | None) -> tuple[list[Case], list[Case]]:
+    """Radiographs and their masks through the recipe's chain (256 x 256), split as the split file says."""
+    from lungct.cxr.dataset import cxr_training_split, load_cxr_pair
+    from tqdm import tqdm
+
+    if not images or not masks:
+        raise LungctError(images, "radiograph training needs --images and --labels (masks, 0/1 or 0/255)")
+    train_pairs, val_pairs, _ = cxr_training_split(images, masks, recipe)
+    if not train_pairs or not val_pairs:
+        raise LungctError(images, f"{len(train_pairs)} training and {len(val_pairs)} validation radiographs: need both")
+    out = []
+    for pairs in (train_pairs, val_pairs):
+        cases = []
+        for name, image_path, mask_path in tqdm(pairs, desc="radiographs", leave=False, disable=len(pairs) < 50):
+            image, mask = load_cxr_pair(image_path, mask_path, recipe)
+            cases.append(Case(name, image.astype(np.float32)[..., None], mask.astype(np.uint8)[..., None], np.eye(4)))
+        out.append(cases)
+    return out[0], out[1]
+
+
 def make_sampler(recipe: dict, cases: list[Case], seed: int):
     settings, dim = recipe.get("data", {}), int(recipe["dim"])
     fill = float(recipe["input"]["window"].get("b_min", 0.0))
@@ -190,7 +210,8 @@ def checkpoint_meta(recipe: dict, network_args: dict, train_cases, val_cases, pr
         "dim": int(recipe["dim"]),
         "modality": recipe.get("modality", "ct"),
         "labels": {str(k): int(v) for k, v in recipe["labels"].items()},
-        "input": {"spacing_mm": inp.get("spacing_mm") if prep_recipe is None else _prep_spacing(prep_recipe),
+        "input": {"spacing_mm": inp.get("spacing_mm") if prep_recipe is None or recipe.get("modality") == "cxr"
+                  else _prep_spacing(prep_recipe),
                   "axcodes": inp.get("axcodes", "RAS"), "window": inp["window"],
                   **({"slice_size": inp["slice_size"]} if int(recipe["dim"]) == 2 else {"patch_size": inp["patch_size"]}),
                   "preprocess_recipe": prep_recipe},
@@ -226,10 +247,14 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     if DIMS.get(name) != dim:
         raise LungctError(recipe.get("source"), f"network '{name}' is not a {dim}D network")
 
-    cases, prep_recipe = load_cases(recipe, data, images, labels)
     settings = recipe.get("data", {})
-    train_cases, val_cases = split_cases(cases, float(settings.get("validation_fraction", 0.2)), seed,
-                                         settings.get("validation_cases"))
+    if recipe.get("modality") == "cxr":
+        train_cases, val_cases = load_radiograph_cases(recipe, images or data, labels)
+        prep_recipe = {"name": recipe.get("name"), "transforms": recipe.get("transforms")}
+    else:
+        cases, prep_recipe = load_cases(recipe, data, images, labels)
+        train_cases, val_cases = split_cases(cases, float(settings.get("validation_fraction", 0.2)), seed,
+                                             settings.get("validation_cases"))
     sampler_data = make_sampler(recipe, train_cases, seed + dist.rank)
     network_args = {"in_channels": 1, "out_channels": len(recipe["labels"]), **(recipe["network"].get("args") or {})}
     network = build_network(name, **network_args).to(dev)
