@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,11 @@ def run(name: str, args: list[str], out: Path) -> dict:
     command = [sys.executable, "-m", "lungct", "train", *args, "-o", str(out), "--quiet"]
     print("+", " ".join(command), flush=True)
     subprocess.run(command, check=True)
-    wall = time.perf_counter() - started
+    return summarise(name, out, time.perf_counter() - started)
+
+
+def summarise(name: str, out: Path, wall: float) -> dict:
+    """The benchmark row of one finished run folder (its log.csv)."""
     rows = list(csv.DictReader((out / "log.csv").open()))
     elapsed, reached = 0.0, None
     for row in rows:
@@ -48,6 +53,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["2d", "3d"], default=None)
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
     if not DATA.is_dir():
         sys.exit(f"error: {DATA}: the shared data folder is missing")
     extra = ["--epochs", str(args.epochs)] if args.epochs else []
@@ -73,6 +79,10 @@ def main() -> None:
                 "--dim", "3d", "--images", str(volumes / "images"), "--labels", str(volumes / "labels"),
                 "--set", "labels={background: 0, lung: 1}", "--set", "data.validation_cases=[imlab-id002]",
                 "--set", "data.validation_fraction=0", *extra], tmp / "run3d"))
+    for r in results:  # one JSON per run kind; the table is made from all of them
+        key = "2d" if r["name"].startswith("2D") else "3d"
+        (RESULTS / f"train-{key}.json").write_text(json.dumps(r, indent=1))
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("train-*.json"))]
     lines = ["# lungct train benchmark", "",
              f"{os.cpu_count()} CPU cores, no GPU, {time.strftime('%Y-%m-%d %H:%M')}. Validation Dice = mean over "
              "held-apart cases of the Dice per label.", "",
@@ -82,7 +92,6 @@ def main() -> None:
         reached = f"{r['reached'][0]}, {r['reached'][1]:.0f} s" if r["reached"] else "not reached"
         lines.append(f"| {r['name']} | {r['epochs']} | {r['median_epoch_s']:.0f} | {r['wall_s'] / 60:.1f} min | "
                      f"{reached} | {r['best']:.4f} ({r['best_epoch']}) |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
