@@ -189,7 +189,9 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
               help="auto: mixed precision on CUDA, float32 elsewhere; bf16 also runs on CPUs that support it.")
 @click.option("--tta", is_flag=True, help="Average over flips (anterior-posterior, and superior-inferior in 3D).")
 @click.option("--binary", is_flag=True, help="One label (1 = lung) instead of 1 = right, 2 = left.")
-@click.option("--roi", is_flag=True, help="Keep labels only inside the preprocessing's lung region of interest (slower).")
+@click.option("--roi/--no-roi", default=None,
+              help="Keep labels only inside the preprocessing chain's mirrored lung ROI (default: as the model's "
+                   "checkpoint says; the shipped CT model uses it).")
 @click.option("--preview", is_flag=False, flag_value="auto", default=None, metavar="[PNG|FOLDER]",
               help="Write an axial + coronal picture (beside the mask, or at the path given).")
 @click.option("--sw-batch-size", type=click.IntRange(min=1), default=4, show_default=True,

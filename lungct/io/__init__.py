@@ -34,6 +34,9 @@ class Scan:
 
     @property
     def source(self) -> Path:
+        """The file or DICOM folder read; the scan's name for an array built in memory."""
+        if not self.sources:
+            return Path(self.name)
         return self.sources[0] if len(self.sources) == 1 else self.sources[0].parent
 
     def geometry(self) -> dict:

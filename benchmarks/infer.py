@@ -1,0 +1,193 @@
+"""Benchmark `lungct infer`: seconds and peak memory on a full-size scan, Dice on every shared reference.
+
+Run by hand (not a test); writes benchmarks/results/infer.md and .json:
+
+    python benchmarks/infer.py --model ct-lungs-2d           # full-size scan once, every reference
+    python benchmarks/infer.py --model runs/x/best.pt --ct-slices 40 --compare-bf16
+
+The full-size scan (chest-cta resampled to 0.7 x 0.7 x 1 mm and padded to 512 x 512 x 286) is made once
+in a temporary folder and segmented in a fresh process, so the peak RSS is inference's own (model load,
+read, preprocess, network, post-process, write). References: imlab-id001/id002 (whole lung),
+copdgene-ct64 as NRRD and as DICOM (right/left), and the ct-slices manual masks; one model load serves them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+VOLUMES = [  # (case, scan, reference, reference has right/left labels)
+    ("imlab-id001", "ct-volumes/imlab-id001/image.nii.gz", "ct-volumes/imlab-id001/lungs.nii.gz", False),
+    ("imlab-id002", "ct-volumes/imlab-id002/image.nii.gz", "ct-volumes/imlab-id002/lungs.nii.gz", False),
+    ("copdgene-ct64 (nrrd)", "ct-volumes/copdgene-ct64/image.nrrd", "ct-volumes/copdgene-ct64/lungs-lr.nii.gz", True),
+    ("copdgene-ct64 (dicom)", "ct-volumes/copdgene-ct64/dicom", "ct-volumes/copdgene-ct64/lungs-lr.nii.gz", True),
+]
+STEPS = ("load_model", "read", "preprocess", "network", "postprocess", "write")
+
+
+def make_full_size(folder: Path) -> Path:
+    """chest-cta resampled to 0.7 x 0.7 x 1 mm and padded in-plane to 512 x 512: a routine full-size scan."""
+    from lungct.io import load_scan
+    from lungct.io.volumes import write_nifti
+    from lungct.transforms.geometry import resample_to_spacing
+
+    path = folder / "full-size.nii.gz"
+    scan = load_scan(DATA / "ct-volumes/chest-cta/image.nii.gz")
+    array, affine = resample_to_spacing(scan.array, scan.affine, [0.7, 0.7, 1.0])
+    padded = np.full((512, 512, array.shape[2]), -1024, np.int16)
+    ox, oy = (512 - array.shape[0]) // 2, (512 - array.shape[1]) // 2
+    padded[ox:ox + array.shape[0], oy:oy + array.shape[1]] = np.clip(np.round(array), -1024, 3071)
+    shift = affine.copy()
+    shift[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([ox, oy, 0])
+    write_nifti(path, padded, shift, dtype=np.int16)
+    return path
+
+
+def full_size_run(scan_path: str, model: str, options: dict) -> dict:
+    """One scan end to end in this (fresh) process: model load, segment, write."""
+    import torch
+
+    from lungct.inference import Segmenter, write_result
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    started = time.perf_counter()
+    segmenter = Segmenter(model, **options)
+    load_seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as out:
+        result = segmenter.segment(scan_path)
+        record = write_result(result, segmenter, Path(out) / "mask.nii.gz", Path(out) / "mask.json")
+    seconds = time.perf_counter() - started
+    grid = record["inference"]["processing_grid"]["shape"]
+    return {"seconds": seconds, "timings_s": {"load_model": round(load_seconds, 3), **record["timings_s"]},
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
+            "shape": list(result.labels.shape), "processing_shape": grid, "dim": segmenter.dim,
+            "slices_per_s": grid[2] / max(record["timings_s"]["network"], 1e-9) if segmenter.dim == 2 else None,
+            "volumes_ml": record["volumes_ml"], "warnings": record["warnings"], "model": record["model"]["name"]}
+
+
+def in_fresh_process(*args) -> dict:
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(full_size_run, *args).result()
+
+
+def reference_rows(segmenter, ct_slices: int | None) -> list[dict]:
+    """Dice of every shared reference (whole lung, and right/left where the reference has them)."""
+    from lungct.evaluate import read_labels
+    from lungct.metrics import overlap
+
+    rows = []
+    cases = [(name, DATA / scan, DATA / ref, lr) for name, scan, ref, lr in VOLUMES]
+    slices = sorted((DATA / "ct-slices/images").glob("*.nii.gz"))[:ct_slices]
+    cases += [(p.name[:-7], p, DATA / "ct-slices/masks" / p.name, False) for p in slices]
+    for name, scan, ref, right_left in cases:
+        started = time.perf_counter()
+        result = segmenter.segment(scan)
+        seconds = time.perf_counter() - started
+        truth = read_labels(ref)[0]
+        row = {"case": name, "group": "ct-slices" if "ct-slices" in str(scan) else "volumes", "seconds": seconds,
+               "dice": overlap(result.labels > 0, truth > 0)["dice"], "timings_s": result.timings_s}
+        if right_left:
+            row["dice_right"] = overlap(result.labels == 1, truth == 1)["dice"]
+            row["dice_left"] = overlap(result.labels == 2, truth == 2)["dice"]
+        rows.append(row)
+        if row["group"] == "volumes":
+            print(f"{name}: Dice {row['dice']:.4f} ({seconds:.1f} s)", flush=True)
+    return rows
+
+
+def summary(values) -> str:
+    values = list(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return (f"{statistics.mean(values):.4f} ± {sd:.4f} (min {min(values):.4f}, max {max(values):.4f}, "
+            f"n = {len(values)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="checkpoint path, shipped model name or 'latest'")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="full-size runs (the machine is shared: keep it 1)")
+    parser.add_argument("--skip-full-size", action="store_true")
+    parser.add_argument("--ct-slices", type=int, default=None, help="only the first N ct-slices (default: all 205)")
+    parser.add_argument("--compare-bf16", action="store_true",
+                        help="also run the references with CPU bf16 autocast and report the Dice change")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"error: {DATA}: the shared data folder is missing")
+    from lungct.inference import Segmenter
+
+    options = {"device": args.device, "precision": args.precision, "tta": args.tta}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = {"machine": f"{os.cpu_count()} cores", "options": options, "full_size": [], "references": []}
+    segmenter = Segmenter(args.model, **options)
+    lines = ["# lungct infer benchmark", "",
+             f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M')}; model `{segmenter.model_name}` "
+             f"({segmenter.meta['network']['name']}, {segmenter.dim}D, input spacing "
+             f"{segmenter.meta['input'].get('spacing_mm')} mm); options {options}.", ""]
+    if not args.skip_full_size:
+        with tempfile.TemporaryDirectory() as tmp:
+            full = make_full_size(Path(tmp))
+            for _ in range(max(1, args.repeat)):
+                row = in_fresh_process(str(full), args.model, options)
+                report["full_size"].append(row)
+                print(f"full size: {row['seconds']:.1f} s, {row['peak_rss_gb']:.2f} GB", flush=True)
+        runs = report["full_size"]
+        median = statistics.median(r["seconds"] for r in runs)
+        lines += [f"## Full-size scan ({'×'.join(map(str, runs[0]['shape']))}, chest-cta at 0.7×0.7×1 mm)", "",
+                  f"median {median:.1f} s end to end over {len(runs)} run(s), model load included (target ≤ 30 s); "
+                  f"peak RSS {max(r['peak_rss_gb'] for r in runs):.2f} GB (target ≤ 6 GB); network grid "
+                  f"{'×'.join(map(str, runs[0]['processing_shape']))}"
+                  + (f"; {statistics.median(r['slices_per_s'] for r in runs):.1f} slices/s" if runs[0]["slices_per_s"] else ""),
+                  "", "| step | median seconds |", "|---|---|"]
+        lines += [f"| {k} | {statistics.median(r['timings_s'].get(k, 0) for r in runs):.2f} |" for k in STEPS]
+        lines.append("")
+    rows = reference_rows(segmenter, args.ct_slices)
+    report["references"] = rows
+    volumes = [r for r in rows if r["group"] == "volumes"]
+    slices = [r for r in rows if r["group"] == "ct-slices"]
+    lines += ["## Dice on the shared references", "", "| case | Dice | right / left Dice | seconds |", "|---|---|---|---|"]
+    for r in volumes:
+        rl = f"{r['dice_right']:.4f} / {r['dice_left']:.4f}" if "dice_right" in r else ""
+        lines.append(f"| {r['case']} | {r['dice']:.4f} | {rl} | {r['seconds']:.1f} |")
+    lines += ["", f"- volumes: Dice {summary(r['dice'] for r in volumes)}"]
+    if slices:
+        lines += [f"- ct-slices: Dice {summary(r['dice'] for r in slices)}; below 0.95: "
+                  f"{sum(r['dice'] < 0.95 for r in slices)}; median {statistics.median(r['seconds'] for r in slices):.2f} s per slice"]
+    lines += [f"- every reference: Dice {summary(r['dice'] for r in rows)} (targets: mean ≥ 0.98, none below 0.95)", ""]
+    if slices:
+        lines += ["Lowest five ct-slices: " + ", ".join(f"{r['case']} {r['dice']:.4f}"
+                                                          for r in sorted(slices, key=lambda r: r["dice"])[:5]), ""]
+    if args.compare_bf16:
+        bf16 = Segmenter(args.model, **{**options, "precision": "bf16"})
+        rows16 = reference_rows(bf16, args.ct_slices)
+        report["references_bf16"] = rows16
+        diffs = [abs(a["dice"] - b["dice"]) for a, b in zip(rows, rows16)]
+        net32 = sum(r["timings_s"]["network"] for r in rows)
+        net16 = sum(r["timings_s"]["network"] for r in rows16)
+        lines += ["## CPU bf16 autocast vs float32", "",
+                  f"- Dice bf16: {summary(r['dice'] for r in rows16)}",
+                  f"- |Dice change| per case: max {max(diffs):.5f}, mean {statistics.mean(diffs):.5f}",
+                  f"- network seconds over all references: fp32 {net32:.1f}, bf16 {net16:.1f}", ""]
+    (RESULTS / "infer.json").write_text(json.dumps(report, indent=1, default=float))
+    (RESULTS / "infer.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {RESULTS / 'infer.md'}")
+
+
+if __name__ == "__main__":
+    main()

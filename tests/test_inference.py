@@ -1,0 +1,290 @@
+"""`lungct infer` on phantoms: exact output geometry for every storage orientation, right stays right,
+determinism, a single slice, batches with a corrupt file, --binary, model lookup and the clean-up steps.
+
+The fixture model is a small 2D U-Net trained for a few seconds on phantom slices (right and left lungs
+labelled), so its predictions are good enough (Dice > 0.9) to catch a flipped or shifted mask.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lungct.cli import main
+from lungct.errors import LungctError
+from lungct.io import load_scan
+from lungct.postprocess import fill_holes, keep_main_components, restrict_to_roi
+from phantoms import dice, make_phantom, orientations, write_dicom_series, write_itk, write_nifti
+
+SPACING = 3.0
+LABELS = {"background": 0, "right_lung": 1, "left_lung": 2}
+WINDOW = {"a_min": -1024, "a_max": 600, "b_min": 0.0, "b_max": 1.0}
+
+
+def tiny_network(dim: int):
+    from lungct.networks import build_network
+
+    args = {"in_channels": 1, "out_channels": len(LABELS)}
+    args.update({"channels": [8, 16, 32, 64], "strides": [2, 2, 2]} if dim == 2 else {"channels": [4, 8, 16], "strides": [2, 2]})
+    name = f"unet{dim}d"
+    return name, args, build_network(name, **args)
+
+
+def checkpoint_meta(dim: int, name: str, args: dict) -> dict:
+    size = {"slice_size": [96, 96]} if dim == 2 else {"patch_size": [32, 32, 32]}
+    return {"network": {"name": name, "args": args}, "dim": dim, "modality": "ct", "labels": LABELS,
+            "input": {"spacing_mm": [SPACING] * 3, "axcodes": "RAS", "window": WINDOW, **size,
+                      "preprocess_recipe": None},
+            "training": {"recipe": None, "cases": 2, "validation_cases": [], "epochs": 1, "seed": 0},
+            "metrics": {}, "lungct_version": "test", "created": "2026-01-01T00:00:00+00:00"}
+
+
+def windowed_slices(phantom) -> tuple[np.ndarray, np.ndarray]:
+    image = np.clip((phantom.array.astype(np.float32) + 1024) / 1624, 0, 1)
+    return image.transpose(2, 0, 1)[:, None], phantom.lungs.transpose(2, 0, 1)[:, None].astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def model_2d(tmp_path_factory):
+    """A 2D U-Net trained for ~100 steps on RAS slices of two phantoms at the model's spacing."""
+    from monai.losses import DiceCELoss
+
+    from lungct.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    pairs = [windowed_slices(make_phantom((96, 96, 48), (SPACING, SPACING, 3.5), seed=s, tumour=s == 1))
+             for s in range(2)]
+    images = torch.from_numpy(np.concatenate([p[0] for p in pairs]))
+    truth = torch.from_numpy(np.concatenate([p[1] for p in pairs]))
+    name, args, network = tiny_network(2)
+    optimiser = torch.optim.Adam(network.parameters(), 3e-3)
+    loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    rng = np.random.default_rng(0)
+    network.train()
+    for _ in range(120):
+        pick = torch.from_numpy(rng.choice(len(images), 16))
+        optimiser.zero_grad()
+        loss(network(images[pick]), truth[pick]).backward()
+        optimiser.step()
+    path = tmp_path_factory.mktemp("model") / "phantom-2d.pt"
+    save_checkpoint(path, network.eval(), checkpoint_meta(2, name, args))
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_3d(tmp_path_factory):
+    """An untrained 3D U-Net: enough to check the sliding-window path keeps geometry."""
+    from lungct.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    name, args, network = tiny_network(3)
+    path = tmp_path_factory.mktemp("model") / "tiny-3d.pt"
+    save_checkpoint(path, network.eval(), checkpoint_meta(3, name, args))
+    return path
+
+
+@pytest.fixture(scope="session")
+def segmenter(model_2d):
+    from lungct.inference import Segmenter
+
+    return Segmenter(model_2d, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def phantoms():
+    return orientations(make_phantom((96, 96, 48), (SPACING, SPACING, 3.5), seed=3))
+
+
+def infer(*args):
+    return CliRunner().invoke(main, ["infer", *map(str, args), "--quiet"])
+
+
+# ------------------------------------------------------------------------------------------ geometry
+
+
+def test_masks_keep_the_exact_geometry_of_every_orientation_and_left_stays_left(tmp_path, model_2d, phantoms):
+    for name, phantom in phantoms.items():
+        write_nifti(phantom, tmp_path / "in" / f"{name}.nii.gz")
+    result = infer(tmp_path / "in", "-o", tmp_path / "out", "--model", model_2d)
+    assert result.exit_code == 0, result.output
+    for name, phantom in phantoms.items():
+        source, mask = nib.load(tmp_path / "in" / f"{name}.nii.gz"), nib.load(tmp_path / "out" / f"{name}.nii.gz")
+        assert mask.shape == source.shape, name
+        assert np.array_equal(mask.affine, source.affine), name
+        assert np.array_equal(mask.header.get_sform(), source.header.get_sform()), name
+        assert np.array_equal(mask.header.get_qform(), source.header.get_qform()), name
+        assert mask.get_data_dtype() == np.uint8
+        labels = np.asarray(mask.dataobj)
+        # The tiny test network saw only axis-aligned phantoms: the 15-degree oblique one is harder for it.
+        floor = 0.75 if name == "oblique" else 0.9
+        for value, other in ((1, 2), (2, 1)):  # right lung where the right lung is, never swapped
+            assert dice(labels == value, phantom.lungs == value) > floor, name
+            assert dice(labels == value, phantom.lungs == other) < 0.05, name
+
+
+def test_dicom_and_nrrd_inputs_get_masks_on_their_own_grid(tmp_path, model_2d, phantoms):
+    phantom = phantoms["LPS"]
+    write_dicom_series(phantom, tmp_path / "series")
+    write_itk(phantoms["oblique"], tmp_path / "oblique.nrrd")
+    for source, out, truth in ((tmp_path / "series", tmp_path / "dicom.nii.gz", phantom),
+                               (tmp_path / "oblique.nrrd", tmp_path / "nrrd.nii.gz", phantoms["oblique"])):
+        result = infer(source, "-o", out, "--model", model_2d)
+        assert result.exit_code == 0, result.output
+        scan, mask = load_scan(source), nib.load(out)
+        assert mask.shape == scan.array.shape
+        np.testing.assert_allclose(mask.affine, scan.affine, atol=1e-4)
+        assert dice(np.asarray(mask.dataobj) == 1, truth.lungs == 1) > (0.75 if truth.name == "oblique" else 0.9)
+
+
+def test_anisotropic_scan_volumes_in_the_sidecar_match_the_truth(tmp_path, model_2d, phantoms):
+    phantom = phantoms["anisotropic"]
+    write_nifti(phantom, tmp_path / "scan.nii.gz")
+    result = infer(tmp_path / "scan.nii.gz", "-o", tmp_path / "mask.nii.gz", "--model", model_2d, "--preview")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "mask.json").read_text())
+    voxel_ml = float(np.prod(phantom.spacing)) / 1000
+    for label, name in ((1, "right_lung"), (2, "left_lung")):
+        assert record["volumes_ml"][name] == pytest.approx((phantom.lungs == label).sum() * voxel_ml, rel=0.1)
+    assert record["labels"] == LABELS
+    assert record["input"]["spacing_mm"] == pytest.approx(list(phantom.spacing))
+    assert set(record["timings_s"]) >= {"read", "preprocess", "network", "postprocess", "write", "total"}
+    assert record["model"]["path"] == str(model_2d) and record["model"]["dim"] == 2
+    assert isinstance(record["warnings"], list) and record["hu_calibration"]["status"] == "ok"
+    assert (tmp_path / "mask.png").stat().st_size > 1000
+
+
+def test_3d_model_runs_through_the_sliding_window_and_keeps_geometry(tmp_path, model_3d, phantoms):
+    phantom = phantoms["oblique"]
+    write_nifti(phantom, tmp_path / "scan.nii.gz")
+    result = infer(tmp_path / "scan.nii.gz", "-o", tmp_path / "mask.nii.gz", "--model", model_3d, "--tta",
+                   "--sw-batch-size", "2")
+    assert result.exit_code == 0, result.output
+    source, mask = nib.load(tmp_path / "scan.nii.gz"), nib.load(tmp_path / "mask.nii.gz")
+    assert mask.shape == source.shape and np.array_equal(mask.affine, source.affine)
+    record = json.loads((tmp_path / "mask.json").read_text())
+    assert record["inference"]["overlap"] == 0.5 and record["inference"]["tta"] is True
+
+
+# ------------------------------------------------------------------------------------- behaviour
+
+
+def test_repeated_runs_give_identical_masks(segmenter, phantoms, model_2d):
+    from lungct.inference import Segmenter
+
+    scan = load_scan_from(phantoms["flipped"])
+    first = segmenter.segment(scan).labels
+    assert np.array_equal(first, segmenter.segment(scan).labels)
+    assert np.array_equal(first, Segmenter(model_2d, device="cpu").segment(scan).labels)
+
+
+def load_scan_from(phantom):
+    from lungct.io import Scan
+
+    return Scan(phantom.name, phantom.array.astype(np.float32), phantom.affine, [], "memory")
+
+
+def test_a_single_axial_slice_is_segmented(tmp_path, model_2d):
+    phantom = make_phantom((96, 96, 1), (SPACING, SPACING, 5.0), seed=4)
+    write_nifti(phantom, tmp_path / "slice.nii.gz")
+    result = infer(tmp_path / "slice.nii.gz", "-o", tmp_path / "mask.nii.gz", "--model", model_2d)
+    assert result.exit_code == 0, result.output
+    mask = nib.load(tmp_path / "mask.nii.gz")
+    assert mask.shape == (96, 96, 1)
+    labels = np.asarray(mask.dataobj)
+    assert dice(labels == 1, phantom.lungs == 1) > 0.9 and dice(labels == 2, phantom.lungs == 2) > 0.9
+
+
+def test_batch_with_a_corrupt_file_does_the_others_reports_it_and_resumes(tmp_path, model_2d, phantoms):
+    scans = tmp_path / "scans"
+    write_nifti(phantoms["RAS"], scans / "a.nii.gz")
+    write_nifti(phantoms["LPS"], scans / "b.nii.gz")
+    (scans / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    result = infer(scans, "-o", tmp_path / "masks", "--model", model_2d)
+    assert result.exit_code == 1
+    failed = [line for line in result.output.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and failed[0].startswith(f"FAILED {scans / 'broken.nii.gz'}: ")
+    assert "2 done, 0 skipped (already done), 1 failed" in result.output
+    for case in ("a", "b"):
+        assert (tmp_path / "masks" / f"{case}.nii.gz").is_file() and (tmp_path / "masks" / f"{case}.json").is_file()
+    assert not [p for p in (tmp_path / "masks").iterdir() if p.name.startswith(".") or "broken" in p.name]
+    before = (tmp_path / "masks" / "a.nii.gz").stat().st_mtime_ns
+    again = infer(scans, "-o", tmp_path / "masks", "--model", model_2d)
+    assert again.exit_code == 1 and "0 done, 2 skipped (already done), 1 failed" in again.output
+    assert (tmp_path / "masks" / "a.nii.gz").stat().st_mtime_ns == before
+
+
+def test_binary_merges_the_labels(tmp_path, model_2d, phantoms):
+    write_nifti(phantoms["RAS"], tmp_path / "scan.nii.gz")
+    assert infer(tmp_path / "scan.nii.gz", "-o", tmp_path / "lr.nii.gz", "--model", model_2d).exit_code == 0
+    result = infer(tmp_path / "scan.nii.gz", "-o", tmp_path / "one.nii.gz", "--model", model_2d, "--binary")
+    assert result.exit_code == 0, result.output
+    both = np.asarray(nib.load(tmp_path / "lr.nii.gz").dataobj)
+    one = np.asarray(nib.load(tmp_path / "one.nii.gz").dataobj)
+    assert set(np.unique(one)) == {0, 1} and np.array_equal(one, (both > 0).astype(np.uint8))
+    record = json.loads((tmp_path / "one.json").read_text())
+    assert record["labels"] == {"background": 0, "lungs": 1} and set(record["volumes_ml"]) == {"lungs", "total"}
+
+
+def test_existing_output_is_not_overwritten_without_overwrite(tmp_path, model_2d, phantoms):
+    write_nifti(phantoms["RAS"], tmp_path / "scan.nii.gz")
+    (tmp_path / "mask.nii.gz").write_bytes(b"precious")
+    result = infer(tmp_path / "scan.nii.gz", "-o", tmp_path / "mask.nii.gz", "--model", model_2d)
+    assert result.exit_code == 1 and "exists already (use --overwrite to replace it)" in result.output
+    assert (tmp_path / "mask.nii.gz").read_bytes() == b"precious"
+    assert infer(tmp_path / "scan.nii.gz", "-o", tmp_path / "mask.nii.gz", "--model", model_2d,
+                 "--overwrite").exit_code == 0
+    assert nib.load(tmp_path / "mask.nii.gz").shape == phantoms["RAS"].array.shape
+
+
+# ---------------------------------------------------------------------------------------- models
+
+
+def test_model_lookup_by_path_name_and_latest(tmp_path, monkeypatch, model_2d):
+    from lungct.inference import resolve_model
+
+    assert resolve_model(str(model_2d)) == model_2d
+    with pytest.raises(LungctError, match="no such checkpoint file or shipped model"):
+        resolve_model("no-such-model")
+    monkeypatch.setenv("LUNGCT_WORKDIR", str(tmp_path))
+    with pytest.raises(LungctError, match="needs `lungct train` first"):
+        resolve_model("latest")
+    for run, age in (("old", 100), ("new", 0)):
+        best = tmp_path / "runs" / run / "best.pt"
+        best.parent.mkdir(parents=True)
+        best.write_bytes(model_2d.read_bytes())
+        os.utime(best, (time.time() - age, time.time() - age))
+    assert resolve_model("latest") == tmp_path / "runs" / "new" / "best.pt"
+
+
+def test_cpu_bf16_autocast_gives_nearly_the_same_mask(segmenter, model_2d, phantoms):
+    from lungct.inference import Segmenter
+
+    scan = load_scan_from(phantoms["RAS"])
+    fp32 = segmenter.segment(scan).labels
+    bf16 = Segmenter(model_2d, device="cpu", precision="bf16").segment(scan).labels
+    assert dice(bf16 == 1, fp32 == 1) > 0.98 and dice(bf16 == 2, fp32 == 2) > 0.98
+
+
+# ------------------------------------------------------------------------------------- clean-up
+
+
+def test_postprocess_drops_specks_keeps_a_large_second_part_and_fills_holes():
+    labels = np.zeros((40, 40, 20), np.uint8)
+    labels[2:15, 2:38, 2:10] = 1  # main part of label 1
+    labels[2:15, 2:38, 12:18] = 1  # a second part, 6/8 of its size: kept
+    labels[36:38, 36:38, 5:6] = 1  # a speck outside label 2: dropped
+    labels[20:38, 5:35, 2:18] = 2
+    labels[25:30, 15:20, 8] = 0  # a hole inside label 2 on one slice: filled
+    cleaned = fill_holes(keep_main_components(labels, [1, 2], 0.1), [1, 2])
+    assert cleaned[2:15, 2:38, 12:18].all() and cleaned[2:15, 2:38, 2:10].all()
+    assert (cleaned[36:38, 36:38, 5] == 0).all()
+    assert (cleaned[25:30, 15:20, 8] == 2).all()
+    roi = np.zeros(labels.shape, bool)
+    roi[:20] = True
+    assert not restrict_to_roi(cleaned, roi)[20:].any()
