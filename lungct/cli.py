@@ -202,9 +202,11 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
               help="2D models: axial slices per network call.")
 @click.option("--overwrite", is_flag=True, help="Replace existing masks (otherwise a batch resumes).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--modality", type=click.Choice(["auto", "ct", "cxr"]), default="auto", show_default=True,
+              help="auto: radiographs (pictures, DICOM CR/DX) go to the radiograph model, CT to the CT model.")
 @explained
 def infer(inputs, output, model, device, precision, tta, binary, roi, preview, sw_batch_size, overlap, slice_batch,
-          overwrite, quiet):
+          overwrite, quiet, modality):
     """Segment the lungs of CT scans: files, DICOM series folders, or folders of them.
 
     The mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a JSON beside it
@@ -214,6 +216,10 @@ def infer(inputs, output, model, device, precision, tta, binary, roi, preview, s
     from lungct.workspace import workdir
 
     output = output or workdir() / "masks"
+    if modality == "auto":
+        modality = detected_modality(inputs, model)
+    if modality == "cxr":
+        return infer_radiograph_command(inputs, output, model, device, binary, preview, overwrite, quiet)
 
     def segmenter():
         return Segmenter(model, device=device, precision=precision, tta=tta, sw_batch_size=sw_batch_size,
@@ -226,6 +232,41 @@ def infer(inputs, output, model, device, precision, tta, binary, roi, preview, s
         record = outcomes[0].record
         volumes = ", ".join(f"{k} {v:.0f} mL" for k, v in record["volumes_ml"].items())
         click.echo(f"{record['mask']}: {volumes} ({record['timings_s']['total']:.1f} s)", err=True)
+    else:
+        click.echo(f"{counts['ok']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed "
+                   f"-> {output}", err=True)
+    if counts["failed"]:
+        sys.exit(1)
+
+
+def detected_modality(inputs, model) -> str:
+    """cxr when every input is a radiograph (or the model is a radiograph model), else ct."""
+    from lungct.cxr import detect_modality
+
+    kinds = {detect_modality(p) for p in inputs}
+    if kinds == {"cxr"}:
+        return "cxr"
+    if model and kinds <= {"cxr", None}:
+        from lungct.checkpoint import read_meta
+        from lungct.inference import resolve_model
+
+        if model != "latest" and read_meta(resolve_model(model)).get("modality") == "cxr":
+            return "cxr"
+    return "ct"
+
+
+def infer_radiograph_command(inputs, output, model, device, binary, preview, overwrite, quiet):
+    from lungct.cxr.infer import RadiographSegmenter, infer_radiographs
+
+    outcomes = infer_radiographs(list(inputs), output, lambda: RadiographSegmenter(model, device=device, binary=binary),
+                                 overwrite=overwrite, preview=preview, progress=not quiet,
+                                 log=lambda m: click.echo(m, err=True))
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
+    if len(outcomes) == 1 and counts["ok"] == 1:
+        record = outcomes[0].record
+        areas = record.get("areas_cm2")
+        area_text = ", ".join(f"{k} {v:.0f} cm²" for k, v in areas.items()) if areas else "pixel spacing unknown"
+        click.echo(f"{record['mask']}: {area_text}", err=True)
     else:
         click.echo(f"{counts['ok']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed "
                    f"-> {output}", err=True)

@@ -16,7 +16,9 @@ import numpy as np
 
 from lungct.errors import LungctError
 from lungct.geometry import orientation_code, voxel_spacing
-from lungct.io.volumes import VOLUME_SUFFIXES, atomic_path, read_volume, stem_of, suffix_of
+from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, atomic_path, read_volume, stem_of, suffix_of
+
+DERIVED_PICTURES = ("-labels", "-preview")  # written beside a radiograph mask by `lungct infer`
 from lungct.metrics import compare_labels, summarise
 
 ROW_FIELDS = ["case", "label", "name", "dice", "iou", "hd95_mm", "assd_mm", "ref_ml", "pred_ml",
@@ -43,6 +45,8 @@ def mask_files(folder: Path, mask_name: str = "lungs.nii.gz") -> dict[str, Path]
             continue
         if path.is_file() and suffix_of(path) in VOLUME_SUFFIXES:
             found[stem_of(path)] = path
+        elif path.is_file() and suffix_of(path) in PICTURE_SUFFIXES and not stem_of(path).endswith(DERIVED_PICTURES):
+            found[stem_of(path)] = path  # radiograph masks
         elif path.is_dir() and (path / mask_name).is_file():
             found[path.name] = path / mask_name
     return found
@@ -100,6 +104,17 @@ def _fmt(values) -> str:
 
 def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(integer label array, affine) of a mask file."""
+    if suffix_of(path) in PICTURE_SUFFIXES:  # a radiograph mask: 0/255 or 0/1 (or 1 = right, 2 = left)
+        from lungct.cxr import read_cxr_mask
+
+        try:
+            array = read_cxr_mask(path)
+        except LungctError:
+            from PIL import Image
+
+            with Image.open(path) as picture:
+                array = np.asarray(picture.convert("L"))
+        return array[..., None].astype(np.uint8), np.eye(4)
     array, affine, _ = read_volume(path)
     if array.dtype.kind == "f":
         array = np.rint(array)
