@@ -55,9 +55,14 @@ def main():
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cases processed in parallel (processes).")
 @click.option("--overwrite", is_flag=True, help="Redo cases already present in the output folder.")
+@click.option("--scheduler", default=None, metavar="ADDRESS|local:N",
+              help="Run the cases on a Dask cluster (tcp://head:8786), or local:N worker processes.")
+@click.option("--num-parts", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Split the case list into this many shards (job arrays) ...")
+@click.option("--part-id", type=click.IntRange(min=0), default=0, show_default=True, help="... and do this one (0-based).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @explained
-def preprocess(inputs, output, config, set_values, recalibrate, workers, overwrite, quiet):
+def preprocess(inputs, output, config, set_values, recalibrate, workers, overwrite, scheduler, num_parts, part_id, quiet):
     """Preprocess scans: DICOM series folders, .nii/.nii.gz/.nrrd/.mha files, or folders of them.
 
     Writes prep/<case>/ (image, lungs, roi, lungs-native, case.json, preview.png),
@@ -73,12 +78,14 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
     recipe = load_recipe(config, overrides)
     out_dir = output or prep_dir()
     outcomes = preprocess_batch(list(inputs), out_dir, recipe, workers=workers, overwrite=overwrite,
-                                progress=not quiet, log=lambda m: click.echo(m, err=True))
+                                progress=not quiet, log=lambda m: click.echo(m, err=True), scheduler=scheduler,
+                                num_parts=num_parts, part_id=part_id)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
     click.echo(f"{counts['ok']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed "
                f"-> {out_dir}/summary.csv", err=True)
     if counts["failed"]:
-        click.echo(f"failures listed in {out_dir}/failures.csv", err=True)
+        click.echo(f"failures listed in {out_dir}/failures{f'-part{part_id}of{num_parts}' if num_parts > 1 else ''}.csv",
+                   err=True)
         sys.exit(1)
 
 
@@ -204,9 +211,12 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--modality", type=click.Choice(["auto", "ct", "cxr"]), default="auto", show_default=True,
               help="auto: radiographs (pictures, DICOM CR/DX) go to the radiograph model, CT to the CT model.")
+@click.option("--num-parts", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Split the case list into this many shards (job arrays) ...")
+@click.option("--part-id", type=click.IntRange(min=0), default=0, show_default=True, help="... and do this one (0-based).")
 @explained
 def infer(inputs, output, model, device, precision, tta, binary, roi, preview, sw_batch_size, overlap, slice_batch,
-          overwrite, quiet, modality):
+          overwrite, quiet, modality, num_parts, part_id):
     """Segment the lungs of CT scans: files, DICOM series folders, or folders of them.
 
     The mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a JSON beside it
@@ -226,7 +236,8 @@ def infer(inputs, output, model, device, precision, tta, binary, roi, preview, s
                          overlap=overlap, slice_batch=slice_batch, roi=roi, binary=binary)
 
     outcomes = infer_batch(list(inputs), output, segmenter, overwrite=overwrite, preview=preview,
-                           progress=not quiet, log=lambda m: click.echo(m, err=True))
+                           progress=not quiet, log=lambda m: click.echo(m, err=True), num_parts=num_parts,
+                           part_id=part_id)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
     if len(outcomes) == 1 and counts["ok"] == 1:
         record = outcomes[0].record

@@ -436,7 +436,7 @@ def plan_outputs(cases: list, output: Path, preview: str | Path | None) -> list[
 
 
 def infer_batch(inputs: list[Path], output: Path, segmenter, overwrite: bool = False, preview=None,
-                progress: bool = True, log=print) -> list[InferOutcome]:
+                progress: bool = True, log=print, num_parts: int = 1, part_id: int = 0) -> list[InferOutcome]:
     """Segment every scan found in `inputs`; resume (skip cases whose mask and JSON exist) unless
     `overwrite`; one bad scan is reported in one line and skipped. `segmenter` may be a Segmenter or a
     function making one: the model is then loaded only when there is work to do."""
@@ -449,6 +449,10 @@ def infer_batch(inputs: list[Path], output: Path, segmenter, overwrite: bool = F
     cases = discover([Path(p) for p in inputs])
     if not cases:
         raise LungctError(", ".join(str(p) for p in inputs), "no scans found (DICOM series, .nii/.nii.gz, .nrrd or .mha)")
+    if num_parts > 1:  # one shard of the case list, for job arrays (lungct.batch.shard)
+        from lungct.batch import shard
+
+        cases = shard(cases, num_parts, part_id)
     plans = plan_outputs(cases, output, preview)
     single = is_single_output(Path(output))
     outcomes, todo = [], []

@@ -13,9 +13,7 @@ import shutil
 import time
 import traceback
 import uuid
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -201,16 +199,25 @@ def _limit_threads(threads: int) -> None:
 
 
 def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: int = 1, overwrite: bool = False,
-                     progress: bool = True, log=print) -> list[CaseOutcome]:
-    """Preprocess every case found in `inputs` into `out_dir`; resume unless `overwrite`."""
+                     progress: bool = True, log=print, scheduler: str | None = None, num_parts: int = 1,
+                     part_id: int = 0) -> list[CaseOutcome]:
+    """Preprocess every case found in `inputs` into `out_dir`; resume unless `overwrite`.
+
+    `scheduler` runs the cases on a Dask cluster (lungct.batch); `num_parts`/`part_id` keep one shard of
+    the case list, so that N independent jobs together do every case exactly once.
+    """
     from tqdm import tqdm
+
+    from lungct.batch import run_tasks, shard
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out_dir)
     cases = discover(inputs)
     if not cases:
         raise LungctError(", ".join(str(p) for p in inputs), "no scans found (DICOM series, .nii/.nii.gz, .nrrd or .mha)")
+    cases = shard(cases, num_parts, part_id)
+    if num_parts == 1:  # with shards, other parts may be writing right now: leave their temporaries alone
+        _remove_stale_temporaries(out_dir)
     outcomes: list[CaseOutcome] = []
     todo = []
     for case in cases:
@@ -226,10 +233,15 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
         for note in case.notes:
             log(f"note: {note}")
     workers = max(1, min(workers, len(todo))) if todo else 1
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = 1 if scheduler else max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress or not todo, dynamic_ncols=True)
 
-    def report(outcome: CaseOutcome):
+    def crashed(case: CaseSource, err: Exception) -> CaseOutcome:
+        return CaseOutcome(case.name, str(case.source), "failed",
+                           f"{case.source}: worker lost ({type(err).__name__}: {' '.join(str(err).split())[:160]})")
+
+    for outcome in run_tasks(_run_one, todo, str(out_dir), recipe, overwrite, threads, workers=workers,
+                             scheduler=scheduler, on_crash=crashed):
         outcomes.append(outcome)
         bar.update(1)
         if outcome.status == "failed":
@@ -237,18 +249,9 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
         elif outcome.record:
             for warning in outcome.record.get("warnings", []):
                 bar.write(f"warning: {outcome.name}: {warning}")
-
-    if workers == 1:
-        for case in todo:
-            bar.set_postfix_str(case.name[:30])
-            report(_run_one(case, str(out_dir), recipe, overwrite, threads))
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_run_one, case, str(out_dir), recipe, overwrite, threads) for case in todo]
-            for future in as_completed(futures):
-                report(future.result())
     bar.close()
-    write_tables(out_dir, outcomes)
+    suffix = f"-part{part_id}of{num_parts}" if num_parts > 1 else ""
+    write_tables(out_dir, outcomes, failures_name=f"failures{suffix}.csv")
     return outcomes
 
 
@@ -275,7 +278,7 @@ def _warn_recipe_change(out_dir: Path, names: list[str], recipe: dict, log) -> N
             return
 
 
-def write_tables(out_dir: Path, outcomes: list[CaseOutcome]) -> None:
+def write_tables(out_dir: Path, outcomes: list[CaseOutcome], failures_name: str = "failures.csv") -> None:
     """summary.csv (every case folder in out_dir plus this run's failures) and failures.csv."""
     import json
 
@@ -297,7 +300,7 @@ def write_tables(out_dir: Path, outcomes: list[CaseOutcome]) -> None:
         rows[outcome.name] = {"case": outcome.name, "status": "failed", "warnings": outcome.reason,
                               "source": outcome.source, "seconds": round(outcome.seconds, 2)}
     _write_csv(Path(out_dir) / "summary.csv", SUMMARY_FIELDS, [rows[k] for k in sorted(rows)])
-    _write_csv(Path(out_dir) / "failures.csv", ["case", "source", "reason"],
+    _write_csv(Path(out_dir) / failures_name, ["case", "source", "reason"],
                [{"case": o.name, "source": o.source, "reason": o.reason} for o in failures])
 
 
