@@ -44,9 +44,9 @@ def mask_files(folder: Path, mask_name: str = "lungs.nii.gz") -> dict[str, Path]
         if path.name.startswith("."):
             continue
         if path.is_file() and suffix_of(path) in VOLUME_SUFFIXES:
-            found[stem_of(path)] = path
+            found[stem_of(path)] = path  # over a same-named preview picture
         elif path.is_file() and suffix_of(path) in PICTURE_SUFFIXES and not stem_of(path).endswith(DERIVED_PICTURES):
-            found[stem_of(path)] = path  # radiograph masks
+            found.setdefault(stem_of(path), path)  # radiograph masks; a CT mask's preview never wins
         elif path.is_dir() and (path / mask_name).is_file():
             found[path.name] = path / mask_name
     return found

@@ -151,3 +151,11 @@ def test_evaluate_refuses_a_different_grid_unless_resample(tmp_path):
     assert ok.exit_code == 0, ok.output
     row = read_csv(tmp_path / "m.csv")[0]
     assert float(row["dice"]) == 1.0 and row["resampled"] == "True"
+
+
+def test_mask_folder_prefers_the_volume_over_its_preview_picture(tmp_path):
+    from lungct.evaluate import mask_files
+
+    for name in ("scan.nii.gz", "scan.png", "scan.json", "cxr.png", "cxr-labels.png", "cxr-preview.png"):
+        (tmp_path / name).write_bytes(b"x")
+    assert {k: v.name for k, v in mask_files(tmp_path).items()} == {"scan": "scan.nii.gz", "cxr": "cxr.png"}
