@@ -214,9 +214,11 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
 @click.option("--num-parts", type=click.IntRange(min=1), default=1, show_default=True,
               help="Split the case list into this many shards (job arrays) ...")
 @click.option("--part-id", type=click.IntRange(min=0), default=0, show_default=True, help="... and do this one (0-based).")
+@click.option("--scheduler", default=None, metavar="ADDRESS|local:N",
+              help="Run the scans on a Dask cluster (each worker loads the model once), or local:N processes.")
 @explained
 def infer(inputs, output, model, device, precision, tta, binary, roi, preview, sw_batch_size, overlap, slice_batch,
-          overwrite, quiet, modality, num_parts, part_id):
+          overwrite, quiet, modality, num_parts, part_id, scheduler):
     """Segment the lungs of CT scans: files, DICOM series folders, or folders of them.
 
     The mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a JSON beside it
@@ -231,13 +233,12 @@ def infer(inputs, output, model, device, precision, tta, binary, roi, preview, s
     if modality == "cxr":
         return infer_radiograph_command(inputs, output, model, device, binary, preview, overwrite, quiet)
 
-    def segmenter():
-        return Segmenter(model, device=device, precision=precision, tta=tta, sw_batch_size=sw_batch_size,
-                         overlap=overlap, slice_batch=slice_batch, roi=roi, binary=binary)
-
-    outcomes = infer_batch(list(inputs), output, segmenter, overwrite=overwrite, preview=preview,
+    options = {"model": str(model) if model else None, "device": device, "precision": precision, "tta": tta,
+               "sw_batch_size": sw_batch_size, "overlap": overlap, "slice_batch": slice_batch, "roi": roi,
+               "binary": binary}
+    outcomes = infer_batch(list(inputs), output, lambda: Segmenter(**options), overwrite=overwrite, preview=preview,
                            progress=not quiet, log=lambda m: click.echo(m, err=True), num_parts=num_parts,
-                           part_id=part_id)
+                           part_id=part_id, scheduler=scheduler, segmenter_options=options)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
     if len(outcomes) == 1 and counts["ok"] == 1:
         record = outcomes[0].record

@@ -13,6 +13,7 @@ import copy
 import datetime as _dt
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,16 +436,60 @@ def plan_outputs(cases: list, output: Path, preview: str | Path | None) -> list[
                     None if png_dir is None else png_dir / f"{c.name}.png") for c in cases]
 
 
-def infer_batch(inputs: list[Path], output: Path, segmenter, overwrite: bool = False, preview=None,
-                progress: bool = True, log=print, num_parts: int = 1, part_id: int = 0) -> list[InferOutcome]:
-    """Segment every scan found in `inputs`; resume (skip cases whose mask and JSON exist) unless
-    `overwrite`; one bad scan is reported in one line and skipped. `segmenter` may be a Segmenter or a
-    function making one: the model is then loaded only when there is work to do."""
+def infer_one(plan: Planned, segmenter: Segmenter) -> InferOutcome:
+    """One scan end to end (read, segment, write); every failure becomes a one-line reason."""
     import traceback
 
+    from lungct.io import load_case
+
+    case = plan.case
+    try:
+        started = time.perf_counter()
+        scan = load_case(case)
+        read_seconds = time.perf_counter() - started
+        result = segmenter.segment(scan)
+        result.timings_s = {"read": round(read_seconds, 3), **result.timings_s}
+        record = write_result(result, segmenter, plan.mask, plan.json, plan.preview)
+        return InferOutcome(case.name, str(case.source), "ok", record=record)
+    except LungctError as err:
+        return InferOutcome(case.name, str(case.source), "failed", str(err))
+    except MemoryError:
+        return InferOutcome(case.name, str(case.source), "failed", f"{case.source}: out of memory")
+    except Exception as err:  # a bug on one scan must not stop the batch; keep a hint of where
+        where = traceback.format_exc(limit=6).strip().splitlines()
+        hint = where[-3].strip() if len(where) > 2 else ""
+        return InferOutcome(case.name, str(case.source), "failed",
+                            " ".join(f"{case.source}: internal error {type(err).__name__}: {err} [{hint}]".split()))
+
+
+_WORKER_SEGMENTERS: dict[str, Segmenter] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def _infer_on_worker(plan: Planned, options: dict) -> InferOutcome:
+    """Dask task: the worker process loads the model once (first case) and keeps it for the others.
+    One torch thread per task: a Dask worker already runs one task per core it was given."""
+    import json
+
+    key = json.dumps(options, sort_keys=True, default=str)
+    with _WORKER_LOCK:
+        if key not in _WORKER_SEGMENTERS:
+            torch.set_num_threads(1)
+            _WORKER_SEGMENTERS[key] = Segmenter(**options)
+    return infer_one(plan, _WORKER_SEGMENTERS[key])
+
+
+def infer_batch(inputs: list[Path], output: Path, segmenter, overwrite: bool = False, preview=None,
+                progress: bool = True, log=print, num_parts: int = 1, part_id: int = 0,
+                scheduler: str | None = None, segmenter_options: dict | None = None) -> list[InferOutcome]:
+    """Segment every scan found in `inputs`; resume (skip cases whose mask and JSON exist) unless
+    `overwrite`; one bad scan is reported in one line and skipped. `segmenter` may be a Segmenter or a
+    function making one: the model is then loaded only when there is work to do. With `scheduler`
+    (a Dask address or local:N) the cases run on the cluster and each worker builds its own Segmenter
+    from `segmenter_options` (Segmenter's keyword arguments) once."""
     from tqdm import tqdm
 
-    from lungct.io import discover, load_case
+    from lungct.io import discover
 
     cases = discover([Path(p) for p in inputs])
     if not cases:
@@ -466,37 +511,31 @@ def infer_batch(inputs: list[Path], output: Path, segmenter, overwrite: bool = F
         todo.append(plan)
     if outcomes:
         log(f"{len(outcomes)} of {len(plans)} scan(s) already done in {output} (resuming; --overwrite redoes them)")
-    if todo and not isinstance(segmenter, Segmenter):
+    if todo and not scheduler and not isinstance(segmenter, Segmenter):
         segmenter = segmenter()
-    bar = tqdm(todo, desc="infer", unit="scan", disable=not progress or len(todo) < 2, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc="infer", unit="scan", disable=not progress or len(todo) < 2, dynamic_ncols=True)
 
     def say(message: str) -> None:
         with tqdm.external_write_mode(file=sys.stderr):
             log(message)
 
-    for plan in bar:
-        case = plan.case
-        bar.set_postfix_str(case.name[:30])
-        try:
-            started = time.perf_counter()
-            scan = load_case(case)
-            read_seconds = time.perf_counter() - started
-            result = segmenter.segment(scan)
-            result.timings_s = {"read": round(read_seconds, 3), **result.timings_s}
-            record = write_result(result, segmenter, plan.mask, plan.json, plan.preview)
-            outcomes.append(InferOutcome(case.name, str(case.source), "ok", record=record))
-            for warning in record["warnings"]:
-                say(f"warning: {case.name}: {warning}")
-        except LungctError as err:
-            outcomes.append(InferOutcome(case.name, str(case.source), "failed", str(err)))
-        except MemoryError:
-            outcomes.append(InferOutcome(case.name, str(case.source), "failed", f"{case.source}: out of memory"))
-        except Exception as err:  # a bug on one scan must not stop the batch; keep a hint of where
-            where = traceback.format_exc(limit=6).strip().splitlines()
-            hint = where[-3].strip() if len(where) > 2 else ""
-            outcomes.append(InferOutcome(case.name, str(case.source), "failed",
-                                         " ".join(f"{case.source}: internal error {type(err).__name__}: {err} [{hint}]".split())))
-        if outcomes[-1].status == "failed":
-            say(f"FAILED {outcomes[-1].reason}")
+    if scheduler:
+        from lungct.batch import run_tasks
+
+        def lost(plan: Planned, err: Exception) -> InferOutcome:
+            return InferOutcome(plan.case.name, str(plan.case.source), "failed",
+                                f"{plan.case.source}: worker lost ({type(err).__name__}: {' '.join(str(err).split())[:160]})")
+
+        results = run_tasks(_infer_on_worker, todo, dict(segmenter_options or {}), scheduler=scheduler, on_crash=lost)
+    else:
+        results = (infer_one(plan, segmenter) for plan in todo)
+    for outcome in results:
+        bar.update(1)
+        bar.set_postfix_str(outcome.name[:30])
+        outcomes.append(outcome)
+        for warning in (outcome.record or {}).get("warnings", []):
+            say(f"warning: {outcome.name}: {warning}")
+        if outcome.status == "failed":
+            say(f"FAILED {outcome.reason}")
     bar.close()
     return outcomes

@@ -124,3 +124,13 @@ def test_unreachable_scheduler_is_one_clear_line(tmp_path, scans):
                                        "tcp://127.0.0.1:1", "--quiet"])
     assert result.exit_code == 1
     assert "cannot reach the Dask scheduler" in result.output
+
+
+def test_dask_inference_matches_the_local_run(tmp_path, scans):
+    pytest.importorskip("dask.distributed", reason="dask[distributed] is not installed (extra 'cluster')")
+    for name, extra in (("local", []), ("dask", ["--scheduler", "local:2"])):
+        result = CliRunner().invoke(main, ["infer", str(scans), "-o", str(tmp_path / name), "--quiet", *extra])
+        assert result.exit_code == 0, result.output
+    for case in ("case0", "case1", "case2"):
+        local, dask = nib.load(tmp_path / "local" / f"{case}.nii.gz"), nib.load(tmp_path / "dask" / f"{case}.nii.gz")
+        assert np.array_equal(np.asarray(local.dataobj), np.asarray(dask.dataobj)) and np.array_equal(local.affine, dask.affine)
