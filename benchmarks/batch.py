@@ -1,12 +1,13 @@
-"""Benchmark batch preprocessing: cases per minute locally (1 and 2 worker processes) and on a local Dask
-cluster (local:1, local:2), and the scheduler's overhead per case. Run by hand; writes
-benchmarks/results/batch.md.
+"""Benchmark batch preprocessing and inference: cases per minute locally (in-process; 2 worker processes
+for preprocess) and on a local Dask cluster (local:1, local:2), and the scheduler's overhead per case.
+Run by hand; writes benchmarks/results/batch.md.
 
     python benchmarks/batch.py [--cases 8]
 
 Cases: copies (symbolic links) of ../shared/data/ct-volumes/copdgene-ct64/image.nrrd, a small real chest
-CT (64 x 64 x 79 at 4 mm), processed at 2 mm so the per-case work is small and the overhead shows.
-The overhead is (Dask local:1 seconds - in-process seconds) / cases.
+CT (64 x 64 x 79 at 4 mm), preprocessed at 2 mm so the per-case work is small and the overhead shows;
+inference with the shipped default model (which works at 1 mm). The overhead is
+(Dask local:1 seconds - in-process seconds) / cases, cluster start-up and (infer) model loading included.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def main() -> None:
+    from lungct.inference import Segmenter, infer_batch
     from lungct.preprocess import preprocess_batch
     from lungct.recipes import load_recipe
 
@@ -33,7 +35,7 @@ def main() -> None:
     if not source.is_file():
         sys.exit(f"error: {source}: the shared data folder is missing")
     recipe = load_recipe("preprocess", {"Resampled.spacing_mm": 2.0})
-    rows = []
+    rows, infer_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         scans = Path(tmp) / "scans"
         scans.mkdir()
@@ -47,16 +49,30 @@ def main() -> None:
             seconds = time.perf_counter() - started
             assert all(o.status == "ok" for o in outcomes), [o.reason for o in outcomes if o.status != "ok"]
             rows.append((label, seconds))
-            print(f"{label}: {seconds:.1f} s, {60 * args.cases / seconds:.1f} cases/min", flush=True)
+            print(f"preprocess {label}: {seconds:.1f} s, {60 * args.cases / seconds:.1f} cases/min", flush=True)
+        options = {"model": None, "device": "cpu"}
+        for label, scheduler in (("in-process (model loaded once)", None), ("Dask local:1", "local:1"),
+                                 ("Dask local:2", "local:2")):
+            out = Path(tmp) / ("infer-" + label.split()[0] + (scheduler or "").replace(":", ""))
+            started = time.perf_counter()
+            outcomes = infer_batch([scans], out, lambda: Segmenter(**options), progress=False, log=lambda m: None,
+                                   scheduler=scheduler, segmenter_options=options)
+            seconds = time.perf_counter() - started
+            assert all(o.status == "ok" for o in outcomes), [o.reason for o in outcomes if o.status != "ok"]
+            infer_rows.append((label, seconds))
+            print(f"infer {label}: {seconds:.1f} s, {60 * args.cases / seconds:.1f} cases/min", flush=True)
     base = rows[0][1]
     dask1 = dict(rows)["Dask local:1"]
-    lines = ["# lungct batch preprocessing benchmark", "",
+    lines = ["# lungct batch benchmark: preprocess and infer", "",
              f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M')}; {args.cases} cases of copdgene-ct64 "
-             "(64×64×79) processed at 2 mm; wall time includes starting workers / the cluster.", "",
-             "| run | seconds | cases per minute |", "|---|---|---|"]
-    lines += [f"| {label} | {seconds:.1f} | {60 * args.cases / seconds:.1f} |" for label, seconds in rows]
-    lines += ["", f"Dask scheduler overhead per case (local:1 vs in-process, cluster start-up included): "
-                  f"{(dask1 - base) / args.cases:.2f} s"]
+             "(64×64×79); preprocess at 2 mm, infer with the shipped default model; wall time includes starting "
+             "workers / the cluster and loading the model.", "",
+             "| verb | run | seconds | cases per minute |", "|---|---|---|---|"]
+    lines += [f"| preprocess | {label} | {seconds:.1f} | {60 * args.cases / seconds:.1f} |" for label, seconds in rows]
+    lines += [f"| infer | {label} | {seconds:.1f} | {60 * args.cases / seconds:.1f} |" for label, seconds in infer_rows]
+    infer_dask1 = dict(infer_rows)["Dask local:1"]
+    lines += ["", "Dask scheduler overhead per case (local:1 vs in-process, cluster start-up included): "
+                  f"preprocess {(dask1 - base) / args.cases:.2f} s, infer {(infer_dask1 - infer_rows[0][1]) / args.cases:.2f} s"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "batch.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

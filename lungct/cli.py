@@ -104,6 +104,8 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time budget: stop after the epoch that uses it up (the best checkpoint stays).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted run from its last.pt (same recipe, same folder).")
@@ -111,7 +113,8 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
               help="cxr: chest radiographs (default recipe cxr-2d; --images radiographs, --labels masks).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @explained
-def train(dim, data, images, labels, output, config, set_values, epochs, batch_size, lr, device, resume, modality, quiet):
+def train(dim, data, images, labels, output, config, set_values, epochs, batch_size, lr, max_minutes, device, resume,
+          modality, quiet):
     """Train a segmentation network from a recipe; writes best.pt, last.pt, log.csv and plots."""
     import json
 
@@ -119,7 +122,8 @@ def train(dim, data, images, labels, output, config, set_values, epochs, batch_s
     from lungct.training import default_run_dir, train as run_training
 
     overrides = parse_set_options(set_values)
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("optimizer.lr", lr)):
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("optimizer.lr", lr),
+                       ("time_budget_min", max_minutes)):
         if value is not None:
             overrides[key] = value
     if resume:

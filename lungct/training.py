@@ -275,6 +275,7 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
         if use_amp else contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()) if use_amp else None
     patience = int((recipe.get("early_stopping") or {}).get("patience", 0))
+    budget_s = 60.0 * float(recipe["time_budget_min"]) if recipe.get("time_budget_min") else None
     batch_size = int(recipe.get("batch_size", 8))
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -354,6 +355,12 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
         if patience and state["stale"] >= patience:
             if dist.main:
                 log(f"early stop: no improvement for {patience} epochs (best {state['best']:.4f} at epoch {state['best_epoch'] + 1})")
+            break
+        spent = sum(r["seconds"] for r in state["history"])  # epochs of earlier (resumed) sessions count too
+        if budget_s and dist.sum([float(spent >= budget_s)])[0] > 0:
+            if dist.main:
+                log(f"time budget of {budget_s / 60:g} min used up after epoch {epoch + 1} "
+                    f"(best {state['best']:.4f} at epoch {state['best_epoch'] + 1})")
             break
     if dist.main:
         plot_log(out_dir, state["history"])

@@ -120,6 +120,17 @@ def test_resume_continues_from_saved_epoch_and_optimiser(prep, tmp_path):
     assert payload["extra"]["optimizer"]["state"][0]["step"] == steps_before * 3 / 2
 
 
+def test_time_budget_stops_after_the_epoch_that_uses_it_up(prep, tmp_path):
+    out = tmp_path / "run"
+    sets = sum((["--set", f"{k}={json.dumps(v)}"] for k, v in TINY.items() if k != "epochs"), [])
+    result = CliRunner().invoke(main, ["train", "--dim", "2d", "--data", str(prep), "-o", str(out), "--quiet",
+                                       "--epochs", "5", "--max-minutes", "0.0001", *sets])
+    assert result.exit_code == 0, result.output
+    assert "time budget of 0.0001 min used up after epoch 1" in result.output
+    assert len((out / "log.csv").read_text().strip().splitlines()) == 2  # header + one epoch
+    assert (out / "best.pt").is_file()
+
+
 def test_images_and_labels_folders_in_any_format(tmp_path):
     images, labels = tmp_path / "imgs", tmp_path / "masks"
     images.mkdir(), labels.mkdir()
