@@ -93,7 +93,8 @@ def load_cases(recipe: dict, data: Path | None, images: Path | None, labels: Pat
     return load_prep_cases(data or prep_dir(), labels, allowed)
 
 
-def load_radiograph_cases(recipe: dict, images: Path | None, masks: Path | None) -> tuple[list[Case], list[Case]]:
+def load_radiograph_cases(recipe: dict, images: Path | None, masks: Path | None,
+                          progress: bool = True) -> tuple[list[Case], list[Case]]:
     """Radiographs and their masks through the recipe's chain (256 x 256), split as the split file says."""
     from lungct.cxr.dataset import cxr_training_split, load_cxr_pair
     from tqdm import tqdm
@@ -106,7 +107,7 @@ def load_radiograph_cases(recipe: dict, images: Path | None, masks: Path | None)
     out = []
     for pairs in (train_pairs, val_pairs):
         cases = []
-        for name, image_path, mask_path in tqdm(pairs, desc="radiographs", leave=False, disable=len(pairs) < 50):
+        for name, image_path, mask_path in tqdm(pairs, desc="radiographs", leave=False, disable=not progress or len(pairs) < 50):
             image, mask = load_cxr_pair(image_path, mask_path, recipe)
             cases.append(Case(name, image.astype(np.float32)[..., None], mask.astype(np.uint8)[..., None], np.eye(4)))
         out.append(cases)
@@ -249,7 +250,7 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
 
     settings = recipe.get("data", {})
     if recipe.get("modality") == "cxr":
-        train_cases, val_cases = load_radiograph_cases(recipe, images or data, labels)
+        train_cases, val_cases = load_radiograph_cases(recipe, images or data, labels, progress and dist.main)
         prep_recipe = {"name": recipe.get("name"), "transforms": recipe.get("transforms")}
     else:
         cases, prep_recipe = load_cases(recipe, data, images, labels)
