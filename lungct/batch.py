@@ -12,6 +12,7 @@ so a worker that dies leaves no partial output and a rerun completes the missing
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
@@ -24,6 +25,14 @@ def shard(items: list, num_parts: int = 1, part_id: int = 0, key=lambda item: it
         raise LungctError(None, f"--part-id must be between 0 and --num-parts - 1 ({num_parts - 1}), got {part_id}")
     ordered = sorted(items, key=key)
     return [item for index, item in enumerate(ordered) if index % num_parts == part_id]
+
+
+def torch_threads_per_task(scheduler: str) -> int:
+    """Threads a task's network may use: the cores split among the N workers of a local:N cluster; on a
+    remote cluster LUNGCT_TORCH_THREADS, else 1 (workers started as `--nworkers <cores> --nthreads 1`)."""
+    if scheduler.startswith("local:") and scheduler[6:].isdigit() and int(scheduler[6:]) > 0:
+        return max(1, (os.cpu_count() or 1) // int(scheduler[6:]))
+    return max(1, int(os.environ.get("LUNGCT_TORCH_THREADS", "1") or 1))
 
 
 def run_tasks(task, items: list, *args, workers: int = 1, scheduler: str | None = None, on_crash=None):

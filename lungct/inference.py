@@ -466,15 +466,15 @@ _WORKER_SEGMENTERS: dict[str, Segmenter] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def _infer_on_worker(plan: Planned, options: dict) -> InferOutcome:
-    """Dask task: the worker process loads the model once (first case) and keeps it for the others.
-    One torch thread per task: a Dask worker already runs one task per core it was given."""
+def _infer_on_worker(plan: Planned, options: dict, torch_threads: int = 1) -> InferOutcome:
+    """Dask task: the worker process loads the model once (first case) and keeps it for the others;
+    `torch_threads` keeps the workers sharing a machine from oversubscribing its cores."""
     import json
 
     key = json.dumps(options, sort_keys=True, default=str)
     with _WORKER_LOCK:
         if key not in _WORKER_SEGMENTERS:
-            torch.set_num_threads(1)
+            torch.set_num_threads(torch_threads)
             _WORKER_SEGMENTERS[key] = Segmenter(**options)
     return infer_one(plan, _WORKER_SEGMENTERS[key])
 
@@ -520,13 +520,14 @@ def infer_batch(inputs: list[Path], output: Path, segmenter, overwrite: bool = F
             log(message)
 
     if scheduler:
-        from lungct.batch import run_tasks
+        from lungct.batch import run_tasks, torch_threads_per_task
 
         def lost(plan: Planned, err: Exception) -> InferOutcome:
             return InferOutcome(plan.case.name, str(plan.case.source), "failed",
                                 f"{plan.case.source}: worker lost ({type(err).__name__}: {' '.join(str(err).split())[:160]})")
 
-        results = run_tasks(_infer_on_worker, todo, dict(segmenter_options or {}), scheduler=scheduler, on_crash=lost)
+        results = run_tasks(_infer_on_worker, todo, dict(segmenter_options or {}), torch_threads_per_task(scheduler),
+                            scheduler=scheduler, on_crash=lost)
     else:
         results = (infer_one(plan, segmenter) for plan in todo)
     for outcome in results:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lungct.batch import run_tasks, shard
+from lungct.batch import run_tasks, shard, torch_threads_per_task
 from lungct.cli import main
 from lungct.errors import LungctError
 from lungct.preprocess import CaseOutcome, preprocess_batch
@@ -124,6 +124,15 @@ def test_unreachable_scheduler_is_one_clear_line(tmp_path, scans):
                                        "tcp://127.0.0.1:1", "--quiet"])
     assert result.exit_code == 1
     assert "cannot reach the Dask scheduler" in result.output
+
+
+def test_local_cluster_workers_share_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("LUNGCT_TORCH_THREADS", raising=False)
+    assert [torch_threads_per_task(f"local:{n}") for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    assert torch_threads_per_task("tcp://head:8786") == 1
+    monkeypatch.setenv("LUNGCT_TORCH_THREADS", "4")
+    assert torch_threads_per_task("tcp://head:8786") == 4
 
 
 def test_dask_inference_matches_the_local_run(tmp_path, scans):
