@@ -50,7 +50,7 @@ def scheduler_overhead(scans: Path, tmp: Path, cases: int) -> dict:
 
 
 def main() -> None:
-    from lungct.inference import Segmenter, infer_batch
+    from lungct.inference import infer_batch
     from lungct.preprocess import preprocess_batch
     from lungct.recipes import load_recipe
 
@@ -81,8 +81,7 @@ def main() -> None:
                                  ("Dask local:2", "local:2")):
             out = Path(tmp) / ("infer-" + label.split()[0] + (scheduler or "").replace(":", ""))
             started = time.perf_counter()
-            outcomes = infer_batch([scans], out, lambda: Segmenter(**options), progress=False, log=lambda m: None,
-                                   scheduler=scheduler, segmenter_options=options)
+            outcomes = infer_batch([scans], out, options, progress=False, log=lambda m: None, scheduler=scheduler)
             seconds = time.perf_counter() - started
             assert all(o.status == "ok" for o in outcomes), [o.reason for o in outcomes if o.status != "ok"]
             infer_rows.append((label, seconds))

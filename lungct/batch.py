@@ -27,12 +27,28 @@ def shard(items: list, num_parts: int = 1, part_id: int = 0, key=lambda item: it
     return [item for index, item in enumerate(ordered) if index % num_parts == part_id]
 
 
+def local_workers(scheduler: str) -> int | None:
+    """N of "local:N" (None for the address of a running cluster)."""
+    if not scheduler.startswith("local:"):
+        return None
+    count = scheduler.split(":", 1)[1]
+    if not count.isdigit() or int(count) < 1:
+        raise LungctError(None, f"--scheduler {scheduler}: expected local:N with N workers")
+    return int(count)
+
+
 def torch_threads_per_task(scheduler: str) -> int:
     """Threads a task's network may use: the cores split among the N workers of a local:N cluster; on a
     remote cluster LUNGCT_TORCH_THREADS, else 1 (workers started as `--nworkers <cores> --nthreads 1`)."""
-    if scheduler.startswith("local:") and scheduler[6:].isdigit() and int(scheduler[6:]) > 0:
-        return max(1, (os.cpu_count() or 1) // int(scheduler[6:]))
+    count = local_workers(scheduler)
+    if count:
+        return max(1, (os.cpu_count() or 1) // count)
     return max(1, int(os.environ.get("LUNGCT_TORCH_THREADS", "1") or 1))
+
+
+def worker_lost(source, err: Exception) -> str:
+    """The one-line reason for a case whose worker died (or whose task escaped its own error handling)."""
+    return f"{source}: worker lost ({type(err).__name__}: {' '.join(str(err).split())[:160]})"
 
 
 def run_tasks(task, items: list, *args, workers: int = 1, scheduler: str | None = None, on_crash=None):
@@ -63,16 +79,10 @@ def _run_dask(task, items, args, scheduler: str, on_crash):
         from dask.distributed import Client, LocalCluster, as_completed as dask_completed
     except ImportError:
         raise LungctError(None, "--scheduler needs Dask: pip install 'lungct[cluster]' (dask[distributed])") from None
-    cluster = None
-    if scheduler.startswith("local:"):
-        try:
-            count = int(scheduler.split(":", 1)[1])
-        except ValueError:
-            raise LungctError(None, f"--scheduler {scheduler}: expected local:N with N workers") from None
+    cluster, count = None, local_workers(scheduler)
+    if count:
         cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None)
-        address = cluster
-    else:
-        address = scheduler
+    address = cluster or scheduler
     try:
         client = Client(address, timeout="30s")
     except (OSError, TimeoutError) as err:

@@ -228,7 +228,7 @@ def infer(inputs, output, model, device, precision, tta, binary, roi, preview, s
     The mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a JSON beside it
     gives volumes in mL, the model, timings and warnings. The model is loaded once for a whole batch.
     """
-    from lungct.inference import Segmenter, infer_batch
+    from lungct.inference import infer_batch
     from lungct.workspace import workdir
 
     output = output or workdir() / "masks"
@@ -240,9 +240,9 @@ def infer(inputs, output, model, device, precision, tta, binary, roi, preview, s
     options = {"model": str(model) if model else None, "device": device, "precision": precision, "tta": tta,
                "sw_batch_size": sw_batch_size, "overlap": overlap, "slice_batch": slice_batch, "roi": roi,
                "binary": binary}
-    outcomes = infer_batch(list(inputs), output, lambda: Segmenter(**options), overwrite=overwrite, preview=preview,
+    outcomes = infer_batch(list(inputs), output, options, overwrite=overwrite, preview=preview,
                            progress=not quiet, log=lambda m: click.echo(m, err=True), num_parts=num_parts,
-                           part_id=part_id, scheduler=scheduler, segmenter_options=options)
+                           part_id=part_id, scheduler=scheduler)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
     if len(outcomes) == 1 and counts["ok"] == 1:
         record = outcomes[0].record

@@ -479,14 +479,13 @@ def _infer_on_worker(plan: Planned, options: dict, torch_threads: int = 1) -> In
     return infer_one(plan, _WORKER_SEGMENTERS[key])
 
 
-def infer_batch(inputs: list[Path], output: Path, segmenter, overwrite: bool = False, preview=None,
+def infer_batch(inputs: list[Path], output: Path, segmenter: Segmenter | dict, overwrite: bool = False, preview=None,
                 progress: bool = True, log=print, num_parts: int = 1, part_id: int = 0,
-                scheduler: str | None = None, segmenter_options: dict | None = None) -> list[InferOutcome]:
+                scheduler: str | None = None) -> list[InferOutcome]:
     """Segment every scan found in `inputs`; resume (skip cases whose mask and JSON exist) unless
-    `overwrite`; one bad scan is reported in one line and skipped. `segmenter` may be a Segmenter or a
-    function making one: the model is then loaded only when there is work to do. With `scheduler`
-    (a Dask address or local:N) the cases run on the cluster and each worker builds its own Segmenter
-    from `segmenter_options` (Segmenter's keyword arguments) once."""
+    `overwrite`; one bad scan is reported in one line and skipped. `segmenter` is a Segmenter or
+    Segmenter's keyword arguments: the model is then loaded only when there is work to do, and with
+    `scheduler` (a Dask address or local:N) once by each worker, where the cases run."""
     from tqdm import tqdm
 
     from lungct.io import discover
@@ -511,8 +510,10 @@ def infer_batch(inputs: list[Path], output: Path, segmenter, overwrite: bool = F
         todo.append(plan)
     if outcomes:
         log(f"{len(outcomes)} of {len(plans)} scan(s) already done in {output} (resuming; --overwrite redoes them)")
+    if scheduler and isinstance(segmenter, Segmenter):
+        raise ValueError("with a scheduler, pass Segmenter's keyword arguments: each worker loads its own model")
     if todo and not scheduler and not isinstance(segmenter, Segmenter):
-        segmenter = segmenter()
+        segmenter = Segmenter(**segmenter)
     bar = tqdm(total=len(todo), desc="infer", unit="scan", disable=not progress or len(todo) < 2, dynamic_ncols=True)
 
     def say(message: str) -> None:
@@ -520,13 +521,12 @@ def infer_batch(inputs: list[Path], output: Path, segmenter, overwrite: bool = F
             log(message)
 
     if scheduler:
-        from lungct.batch import run_tasks, torch_threads_per_task
+        from lungct.batch import run_tasks, torch_threads_per_task, worker_lost
 
         def lost(plan: Planned, err: Exception) -> InferOutcome:
-            return InferOutcome(plan.case.name, str(plan.case.source), "failed",
-                                f"{plan.case.source}: worker lost ({type(err).__name__}: {' '.join(str(err).split())[:160]})")
+            return InferOutcome(plan.case.name, str(plan.case.source), "failed", worker_lost(plan.case.source, err))
 
-        results = run_tasks(_infer_on_worker, todo, dict(segmenter_options or {}), torch_threads_per_task(scheduler),
+        results = run_tasks(_infer_on_worker, todo, dict(segmenter), torch_threads_per_task(scheduler),
                             scheduler=scheduler, on_crash=lost)
     else:
         results = (infer_one(plan, segmenter) for plan in todo)

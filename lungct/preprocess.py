@@ -208,7 +208,7 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
     """
     from tqdm import tqdm
 
-    from lungct.batch import run_tasks, shard
+    from lungct.batch import run_tasks, shard, torch_threads_per_task, worker_lost
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -233,12 +233,11 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
         for note in case.notes:
             log(f"note: {note}")
     workers = max(1, min(workers, len(todo))) if todo else 1
-    threads = 1 if scheduler else max(1, (os.cpu_count() or 1) // workers)
+    threads = torch_threads_per_task(scheduler) if scheduler else max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress or not todo, dynamic_ncols=True)
 
     def crashed(case: CaseSource, err: Exception) -> CaseOutcome:
-        return CaseOutcome(case.name, str(case.source), "failed",
-                           f"{case.source}: worker lost ({type(err).__name__}: {' '.join(str(err).split())[:160]})")
+        return CaseOutcome(case.name, str(case.source), "failed", worker_lost(case.source, err))
 
     for outcome in run_tasks(_run_one, todo, str(out_dir), recipe, overwrite, threads, workers=workers,
                              scheduler=scheduler, on_crash=crashed):
