@@ -2,9 +2,10 @@
 
 Per scan: read -> HU check, reorient to RAS and resample to the checkpoint's spacing in one pass, HU
 window (the preprocessing recorded in the checkpoint) -> network on that coarser grid (3D: MONAI
-sliding window with Gaussian blending; 2D: batches of axial slices) -> argmax to a uint8 label map ->
-clean-up (lungct.postprocess) -> nearest-neighbour copy of the labels onto the input's exact grid.
-Only the label map goes back to full resolution, never per-label float scores (DESIGN.md §7).
+sliding window with Gaussian blending; 2D: batches of axial slices) -> argmax to a uint8 label map and
+uint8 per-label probabilities -> clean-up (lungct.postprocess) -> the labels onto the input's exact grid,
+boundaries placed between coarse voxels by the interpolated probabilities. Per-label float scores never
+exist at full resolution; one uint8 map at a time does (DESIGN.md §7).
 """
 from __future__ import annotations
 
@@ -196,11 +197,11 @@ class Segmenter:
         timings["preprocess"] = round(time.perf_counter() - start, 3)
 
         start = time.perf_counter()
-        labels = self.predict(image)
+        labels, scores = self.predict(image, with_scores=True)
         timings["network"] = round(time.perf_counter() - start, 3)
 
         from lungct.postprocess import postprocess
-        from lungct.transforms.geometry import labels_to_grid
+        from lungct.transforms.geometry import smooth_labels_to_grid
 
         start = time.perf_counter()
         foreground = [int(v) for v in self.channel_values if v != 0]
@@ -209,7 +210,11 @@ class Segmenter:
         if self.binary:
             labels = (labels > 0).astype(np.uint8)
             label_values = {self.names.get(0, "background"): 0, "lungs": 1}
-        native = labels_to_grid(labels, affine, scan.array.shape, scan.affine)
+            scores = [255 - scores[self.channel_values == 0][0]]  # lungs = not background
+            foreground = [1]
+        else:
+            scores = scores[self.channel_values != 0]
+        native = smooth_labels_to_grid(labels, scores, foreground, affine, scan.array.shape, scan.affine)
         timings["postprocess"] = round(time.perf_counter() - start, 3)
 
         case = data["case"]
@@ -273,10 +278,17 @@ class Segmenter:
                 "case": case, "source": str(scan.source)}
         return Chain(self.recipe(scan))(data)
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """uint8 label map (the checkpoint's label values) of a windowed (x, y, z) image."""
+    def predict(self, image: np.ndarray, with_scores: bool = False):
+        """uint8 label map (the checkpoint's label values) of a windowed (x, y, z) image; with_scores: and
+        the softmax probability of every channel as uint8 (0-255), shape (channels, x, y, z)."""
         with torch.inference_mode():
-            return self._predict_3d(image) if self.dim == 3 else self._predict_2d(image)
+            labels, scores = self._predict_3d(image) if self.dim == 3 else self._predict_2d(image)
+        return (labels, scores) if with_scores else labels
+
+    @staticmethod
+    def _to_labels_and_scores(probability: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Argmax channel and uint8 (0-255) probabilities of (batch, channels, ...) probabilities."""
+        return probability.argmax(1).to(torch.uint8), (probability * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         context = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
@@ -288,10 +300,10 @@ class Segmenter:
         return out.float()
 
     def _scores(self, batch: torch.Tensor, flip_dims: list[tuple]) -> torch.Tensor:
-        """Logits, or with TTA the mean softmax over flips that never swap right and left."""
+        """Softmax probabilities, with TTA averaged over flips that never swap right and left."""
         batch = batch.to(self.device)
         if not self.tta:
-            return self._run(batch)
+            return torch.softmax(self._run(batch), dim=1)
         total = torch.softmax(self._run(batch), dim=1)
         for dims in flip_dims:
             total += torch.softmax(self._run(batch.flip(dims)), dim=1).flip(dims)
@@ -300,8 +312,8 @@ class Segmenter:
     def _predict_3d(self, image: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
         scores = self._scores(batch, [(3,), (4,), (3, 4)])  # anterior-posterior, superior-inferior
-        index = scores[0].argmax(0).to(torch.uint8).cpu().numpy()
-        return self.channel_values[index]
+        index, probability = self._to_labels_and_scores(scores)
+        return self.channel_values[index[0].cpu().numpy()], probability[0].cpu().numpy()
 
     @property
     def divisor(self) -> int:
@@ -316,14 +328,17 @@ class Segmenter:
         px, py = math.ceil(nx / div) * div - nx, math.ceil(ny / div) * div - ny
         pad = (py // 2, py - py // 2, px // 2, px - px // 2)  # F.pad order: last axis (y) first
         out = np.empty(image.shape, np.uint8)
+        probability = np.empty((len(self.channel_values), *image.shape), np.uint8)
         for z0 in range(0, nz, self.slice_batch):
             z1 = min(nz, z0 + self.slice_batch)
             batch = torch.from_numpy(np.ascontiguousarray(image[:, :, z0:z1].transpose(2, 0, 1), dtype=np.float32))
             batch = F.pad(batch[:, None], pad, value=float(self.window["b_min"]))
             scores = self._scores(batch, [(3,)])  # flip anterior-posterior only
-            index = scores.argmax(1)[:, pad[2]:pad[2] + nx, pad[0]:pad[0] + ny].to(torch.uint8).cpu().numpy()
-            out[:, :, z0:z1] = self.channel_values[index].transpose(1, 2, 0)
-        return out
+            scores = scores[:, :, pad[2]:pad[2] + nx, pad[0]:pad[0] + ny]
+            index, slab = self._to_labels_and_scores(scores)
+            out[:, :, z0:z1] = self.channel_values[index.cpu().numpy()].transpose(1, 2, 0)
+            probability[:, :, :, z0:z1] = slab.cpu().numpy().transpose(1, 2, 3, 0)
+        return out, probability
 
     def _result_warnings(self, volumes: dict, scan: Scan) -> list[str]:
         warnings = []

@@ -20,7 +20,8 @@ from lungct.io import Scan
 from lungct.morphology import dilate_mm
 from lungct.preprocess import preprocess_scan
 from lungct.recipes import Chain, load_recipe
-from lungct.transforms.geometry import Resampled, is_oblique, labels_to_grid, resample_to_spacing
+from lungct.transforms.geometry import (Resampled, is_oblique, labels_to_grid, resample_to_spacing,
+                                       smooth_labels_to_grid)
 from lungct.transforms.intensity import CheckHUCalibrationd, HUWindowd, estimate_calibration
 
 DICE_MIN = 0.97
@@ -196,6 +197,54 @@ def test_labels_go_to_the_processing_grid_and_back(phantom_variants, variant):
         assert (back == ph.lungs).mean() >= 0.995
     else:  # native voxel centres fall on the 1 mm grid (or within 0.5 mm of one): exact
         np.testing.assert_array_equal(back, ph.lungs)
+
+
+def _disc_probabilities(affine: np.ndarray, shape, centres_mm, radius_mm: float = 20.0) -> np.ndarray:
+    """uint8 probabilities of two discs (x, y), constant along z: a soft edge 2 mm wide."""
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    world = index @ affine[:3, :3].T + affine[:3, 3]
+    maps = []
+    for cx, cy in centres_mm:
+        r = np.hypot(world[..., 0] - cx, world[..., 1] - cy)
+        maps.append(np.round(255 / (1 + np.exp((r - radius_mm) / 2.0))).astype(np.uint8))
+    return np.stack(maps)
+
+
+def test_smooth_labels_put_the_boundary_between_coarse_voxels():
+    # Two discs of radius 20 mm on a 3 mm grid, brought to a 1 mm grid: interpolating the probabilities
+    # must beat the nearest-neighbour copy against the exact discs, and keep the two labels apart.
+    coarse = np.diag([3.0, 3.0, 3.0, 1.0])
+    coarse[:3, 3] = [-45.0, -30.0, 0.0]
+    centres = [(-22.0, 0.0), (22.0, 0.0)]
+    scores = _disc_probabilities(coarse, (31, 21, 3), centres)
+    labels = np.zeros((31, 21, 3), np.uint8)
+    labels[scores[0] >= 128], labels[scores[1] >= 128] = 1, 2
+    fine = np.diag([1.0, 1.0, 1.0, 1.0])
+    fine[:3, 3] = [-46.0, -31.0, 0.0]
+    shape = (93, 63, 7)
+    exact = _disc_probabilities(fine, shape, centres) >= 128
+    smooth = smooth_labels_to_grid(labels, scores, [1, 2], coarse, shape, fine)
+    nearest = labels_to_grid(labels, coarse, shape, fine)
+    for value in (1, 2):
+        assert phantoms.dice(smooth == value, exact[value - 1]) > phantoms.dice(nearest == value, exact[value - 1])
+        assert phantoms.dice(smooth == value, exact[value - 1]) >= 0.99
+    # On the same grid, the labels come back unchanged.
+    np.testing.assert_array_equal(smooth_labels_to_grid(labels, scores, [1, 2], coarse, labels.shape, coarse), labels)
+
+
+def test_smooth_labels_keep_what_post_processing_removed_or_filled():
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])
+    scores = np.zeros((1, 20, 20, 1), np.uint8)
+    scores[0, 2:9, 2:9] = 250      # a confident speck the clean-up dropped
+    scores[0, 10:18, 10:18] = 250  # the kept lung, with a hole the clean-up filled
+    scores[0, 13:15, 13:15] = 10
+    labels = np.zeros((20, 20, 1), np.uint8)
+    labels[10:18, 10:18] = 1
+    fine = np.diag([1.0, 1.0, 1.0, 1.0])
+    out = smooth_labels_to_grid(labels, scores, [1], coarse, (40, 40, 1), fine)
+    assert not out[:18, :18].any()            # the speck stays removed
+    assert (out[26:30, 26:30] == 1).all()     # the filled hole stays filled
+    assert 15 ** 2 <= (out == 1).sum() <= 16 ** 2  # 8 coarse voxels of 2 mm: a 15-16 mm square
 
 
 # ---------------------------------------------------------------------------------- body and couch

@@ -8,11 +8,13 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from lungct.geometry import REVERSE_AXES, array_to_sitk, set_sitk_geometry, sitk_view_to_array, voxel_spacing
+from lungct.morphology import bounding_box
 from lungct.transforms.common import affine_of, case_info
 
 
@@ -94,6 +96,40 @@ def labels_to_grid(labels: np.ndarray, affine: np.ndarray, shape, target_affine:
     set_sitk_geometry(reference, np.asarray(target_affine, dtype=float)[:, REVERSE_AXES])
     out = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return sitk_view_to_array(out)
+
+
+def smooth_labels_to_grid(labels: np.ndarray, scores: np.ndarray, values, affine: np.ndarray, shape,
+                          target_affine: np.ndarray) -> np.ndarray:
+    """Labels on another grid with sub-voxel boundaries: each label's probability, linearly interpolated.
+
+    `scores` holds one uint8 probability map (0-255) per value in `values`, on the labels' grid. Inside a
+    label the map is raised to just above one half and on the ring of voxels around it lowered to just
+    below, so every coarse voxel keeps its (post-processed) label; only where the boundary runs between
+    two coarse voxel centres does the interpolated probability place it, instead of the half-way cut of
+    nearest-neighbour copying. One uint8 map at the target size exists at a time (DESIGN.md §7).
+    """
+    target = np.asarray(target_affine, dtype=float)[:, REVERSE_AXES]
+    out = np.zeros(tuple(int(s) for s in shape), np.uint8)
+    best = np.full(out.shape, 127, np.uint8)  # 128 and up = probability >= 0.5
+    for value, score in zip(values, scores):
+        own = labels == value
+        box = bounding_box(own, margin=2)
+        if not own[box].any():
+            continue
+        near = ndi.binary_dilation(own[box], structure=ndi.generate_binary_structure(3, 1)) & ~own[box]
+        field = np.zeros(labels.shape, np.uint8)
+        region = field[box]
+        region[own[box]] = np.maximum(score[box][own[box]], 129)
+        region[near] = np.minimum(score[box][near], 126)
+        source = array_to_sitk(field, affine)
+        reference = sitk.Image([int(s) for s in shape][::-1], sitk.sitkUInt8)
+        set_sitk_geometry(reference, target)
+        moved = sitk_view_to_array(sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, 0,
+                                                 sitk.sitkUInt8))
+        wins = moved > best
+        out[wins] = value
+        np.maximum(best, moved, out=best)
+    return out
 
 
 class Resampled(MapTransform):
