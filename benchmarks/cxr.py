@@ -108,7 +108,8 @@ def main() -> None:
             print(json.dumps(result), flush=True)
     results = [json.loads((RESULTS / f"cxr-{name}.json").read_text())
                for name in [*RECIPES, "shipped"] if (RESULTS / f"cxr-{name}.json").is_file()]
-    text = table(results, args.minutes)
+    notes = RESULTS / "cxr-notes.md"  # hand-written reading of the table, kept across reruns
+    text = table(results, args.minutes) + ("\n" + notes.read_text() if notes.is_file() else "")
     (RESULTS / "cxr.md").write_text(text)
     print(text)
 

@@ -97,8 +97,10 @@ def main() -> None:
         reached = f"{r['reached'][0]}, {r['reached'][1]:.0f} s" if r["reached"] else "not reached"
         lines.append(f"| {r['name']} | {r['epochs']} | {r['median_epoch_s']:.0f} | {r['wall_s'] / 60:.1f} min | "
                      f"{reached} | {r['best']:.4f} ({r['best_epoch']}) |")
-    (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    notes = RESULTS / "train-notes.md"  # hand-written reading of the table, kept across reruns
+    text = "\n".join(lines) + "\n" + ("\n" + notes.read_text() if notes.is_file() else "")
+    (RESULTS / "train.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
