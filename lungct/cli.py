@@ -235,7 +235,11 @@ def infer(inputs, output, model, device, precision, tta, binary, roi, preview, s
     if modality == "auto":
         modality = detected_modality(inputs, model)
     if modality == "cxr":
-        return infer_radiograph_command(inputs, output, model, device, binary, preview, overwrite, quiet)
+        for flag, used in (("--scheduler", scheduler), ("--tta", tta)):
+            if used:  # flips would swap right and left; radiographs run ~20/s in one process
+                raise LungctError(", ".join(map(str, inputs)), f"{flag} is for CT scans, not radiographs")
+        return infer_radiograph_command(inputs, output, model, device, binary, preview, overwrite, quiet,
+                                        num_parts, part_id)
 
     options = {"model": str(model) if model else None, "device": device, "precision": precision, "tta": tta,
                "sw_batch_size": sw_batch_size, "overlap": overlap, "slice_batch": slice_batch, "roi": roi,
@@ -271,12 +275,12 @@ def detected_modality(inputs, model) -> str:
     return "ct"
 
 
-def infer_radiograph_command(inputs, output, model, device, binary, preview, overwrite, quiet):
+def infer_radiograph_command(inputs, output, model, device, binary, preview, overwrite, quiet, num_parts=1, part_id=0):
     from lungct.cxr.infer import RadiographSegmenter, infer_radiographs
 
     outcomes = infer_radiographs(list(inputs), output, lambda: RadiographSegmenter(model, device=device, binary=binary),
                                  overwrite=overwrite, preview=preview, progress=not quiet,
-                                 log=lambda m: click.echo(m, err=True))
+                                 log=lambda m: click.echo(m, err=True), num_parts=num_parts, part_id=part_id)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
     if len(outcomes) == 1 and counts["ok"] == 1:
         record = outcomes[0].record

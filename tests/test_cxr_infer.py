@@ -75,6 +75,29 @@ def test_folder_of_radiographs_then_evaluate(tmp_path, cxr_model):
     assert float(dice_row.split(",")[3]) > 0.9  # mean Dice
 
 
+def test_radiograph_batch_shards_resume_and_refuses_ct_only_options(tmp_path, cxr_model):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(5):
+        write_png8(images / f"r{i}.png", make_cxr((200, 200), seed=200 + i).image)
+    masks = tmp_path / "masks"
+    parts = []
+    for part in range(2):  # two job-array parts: disjoint, together everything
+        before = {p.name for p in masks.glob("r?.png")}
+        result = run("infer", images, "-o", masks, "--model", cxr_model, "--quiet", "--num-parts", 2, "--part-id", part)
+        assert result.exit_code == 0, result.output
+        parts.append({p.name for p in masks.glob("r?.png")} - before)
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+    assert sorted(parts[0] | parts[1]) == [f"r{i}.png" for i in range(5)]
+    (masks / "r3.json").unlink()  # as if stopped between the mask and its JSON: done again
+    result = run("infer", images, "-o", masks, "--model", cxr_model, "--quiet")
+    assert result.exit_code == 0 and "1 done, 4 skipped" in result.output, result.output
+    for flag in ("--tta", "--scheduler=local:2"):
+        result = run("infer", images, "-o", tmp_path / "other", "--model", cxr_model, flag)
+        assert result.exit_code == 1 and "is for CT scans, not radiographs" in result.output
+        assert not (tmp_path / "other").exists()
+
+
 def test_a_ct_volume_is_refused_by_the_radiograph_model(tmp_path, cxr_model):
     ct = write_ct_nifti(tmp_path / "ct.nii.gz")
     result = run("infer", ct, "-o", tmp_path / "m.nii.gz", "--model", cxr_model)

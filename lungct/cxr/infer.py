@@ -91,24 +91,30 @@ def radiograph_files(inputs: list[Path]) -> list[Path]:
 
 
 def infer_radiographs(inputs: list[Path], output: Path, make_segmenter, overwrite: bool = False,
-                      preview=None, progress: bool = True, log=print) -> list[RadiographOutcome]:
-    """Segment every radiograph in `inputs`: one file -> `output` (a .png path), else `output`/<name>.png."""
+                      preview=None, progress: bool = True, log=print, num_parts: int = 1,
+                      part_id: int = 0) -> list[RadiographOutcome]:
+    """Segment every radiograph in `inputs`: one file -> `output` (a .png path), else `output`/<name>.png.
+    A batch resumes (a radiograph whose mask and JSON exist is skipped) unless `overwrite`;
+    `num_parts`/`part_id` take one shard of the list, as for CT (lungct.batch.shard)."""
     from tqdm import tqdm
 
+    from lungct.batch import shard
     from lungct.cxr import write_cxr_mask
     from lungct.io.volumes import stem_of, write_json
 
     files = radiograph_files(inputs)
     single = len(files) == 1 and Path(output).suffix.lower() in PICTURE_OUT
+    if num_parts > 1:
+        files = shard(files, num_parts, part_id)
     segmenter, outcomes = None, []
     bar = tqdm(files, desc="infer", unit="image", disable=not progress or len(files) < 2, dynamic_ncols=True)
     for path in bar:
         name = stem_of(path)
         mask_path = Path(output) if single else Path(output) / f"{name}.png"
         json_path = mask_path.with_suffix(".json")
-        if mask_path.exists() and not overwrite:
-            if single:
-                raise LungctError(mask_path, "exists; --overwrite replaces it")
+        if single and mask_path.exists() and not overwrite:
+            raise LungctError(mask_path, "exists; --overwrite replaces it")
+        if mask_path.exists() and json_path.exists() and not overwrite:
             outcomes.append(RadiographOutcome(name, str(path), "skipped", "done in an earlier run"))
             continue
         try:
