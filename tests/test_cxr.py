@@ -399,6 +399,14 @@ def test_cxr_pairs_match_images_to_masks_and_follow_the_split_file(pair_folders)
     assert [p[0] for p in cxr_pairs(images, masks, splits, "validation")] == ["case1"]
     train, validation, used = cxr_training_split(images, masks, load_recipe("cxr-2d"))
     assert used == splits and [p[0] for p in validation] == ["case1"] and len(train) == 3
+    # exclude_cases leaves training only; validation stays whole, with or without a split file
+    recipe = load_recipe("cxr-2d", {"data.exclude_cases": ["case2", "case1"]})
+    train, validation, _ = cxr_training_split(images, masks, recipe)
+    assert [p[0] for p in train] == ["case0", "case3"] and [p[0] for p in validation] == ["case1"]
+    recipe = load_recipe("cxr-2d", {"data.exclude_cases": ["case2"], "data.split_file": None,
+                                    "data.validation_cases": ["case0"], "data.validation_fraction": 0})
+    train, validation, _ = cxr_training_split(images, masks, recipe)
+    assert [p[0] for p in train] == ["case1", "case3"] and [p[0] for p in validation] == ["case0"]
     image, mask = load_cxr_pair(pairs[0][1], pairs[0][2])
     assert image.shape == mask.shape == (256, 256) and image.dtype == np.float32 and mask.dtype == np.uint8
     assert set(np.unique(mask)) == {0, 1} and 0 <= image.min() and image.max() <= 1

@@ -146,20 +146,23 @@ def load_cxr_pair(image_path: str | Path, mask_path: str | Path, recipe: str | P
 def cxr_training_split(images_dir: str | Path, masks_dir: str | Path, recipe: dict
                        ) -> tuple[list[tuple[str, Path, Path]], list[tuple[str, Path, Path]], Path | None]:
     """(train pairs, validation pairs, split file used) as a radiograph recipe's `data` section says:
-    its split file when there is one, else `validation_cases` plus a seeded `validation_fraction`."""
+    its split file when there is one, else `validation_cases` plus a seeded `validation_fraction`.
+    `exclude_cases` (image names) are left out of training only: references known to break the masks'
+    convention; validation stays whole so its numbers compare across recipes."""
     import random
 
     settings = recipe.get("data") or {}
+    excluded = set(settings.get("exclude_cases") or [])
     split_file = find_split_file(Path(images_dir), settings.get("split_file", "auto"))
     if split_file is not None:
         train = cxr_pairs(images_dir, masks_dir, split_file, "train")
         validation = cxr_pairs(images_dir, masks_dir, split_file, "validation", check_values=True)
-        return train, validation, split_file
+        return [p for p in train if p[0] not in excluded], validation, split_file
     pairs = cxr_pairs(images_dir, masks_dir)
     named = set(settings.get("validation_cases") or [])
     rest = [p for p in pairs if p[0] not in named]
     count = int(round(float(settings.get("validation_fraction", 0.15)) * len(pairs))) - len(named)
     chosen = set(random.Random(int(recipe.get("seed", 0))).sample([p[0] for p in rest], max(0, min(count, len(rest) - 1))))
     validation = [p for p in pairs if p[0] in named or p[0] in chosen]
-    train = [p for p in pairs if p not in validation]
+    train = [p for p in pairs if p not in validation and p[0] not in excluded]
     return train, validation, None
