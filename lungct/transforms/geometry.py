@@ -106,29 +106,41 @@ def smooth_labels_to_grid(labels: np.ndarray, scores: np.ndarray, values, affine
     label the map is raised to just above one half and on the ring of voxels around it lowered to just
     below, so every coarse voxel keeps its (post-processed) label; only where the boundary runs between
     two coarse voxel centres does the interpolated probability place it, instead of the half-way cut of
-    nearest-neighbour copying. One uint8 map at the target size exists at a time (DESIGN.md §7).
+    nearest-neighbour copying. Each label is resampled only inside its own bounding box (DESIGN.md §7).
     """
-    target = np.asarray(target_affine, dtype=float)[:, REVERSE_AXES]
+    target_affine = np.asarray(target_affine, dtype=float)
+    to_target_index = np.linalg.inv(target_affine)
     out = np.zeros(tuple(int(s) for s in shape), np.uint8)
     best = np.full(out.shape, 127, np.uint8)  # 128 and up = probability >= 0.5
     for value, score in zip(values, scores):
-        own = labels == value
-        box = bounding_box(own, margin=2)
-        if not own[box].any():
+        own_all = labels == value
+        box = bounding_box(own_all, margin=2)
+        own = own_all[box]
+        if not own.any():
             continue
-        near = ndi.binary_dilation(own[box], structure=ndi.generate_binary_structure(3, 1)) & ~own[box]
-        field = np.zeros(labels.shape, np.uint8)
-        region = field[box]
-        region[own[box]] = np.maximum(score[box][own[box]], 129)
-        region[near] = np.minimum(score[box][near], 126)
-        source = array_to_sitk(field, affine)
-        reference = sitk.Image([int(s) for s in shape][::-1], sitk.sitkUInt8)
-        set_sitk_geometry(reference, target)
-        moved = sitk_view_to_array(sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, 0,
-                                                 sitk.sitkUInt8))
-        wins = moved > best
-        out[wins] = value
-        np.maximum(best, moved, out=best)
+        near = ndi.binary_dilation(own, structure=ndi.generate_binary_structure(3, 1)) & ~own
+        field = np.zeros(own.shape, np.uint8)
+        field[own] = np.maximum(score[box][own], 129)
+        field[near] = np.minimum(score[box][near], 126)
+        # Only the part of the target grid the label's box covers is resampled.
+        box_affine = np.asarray(affine, dtype=float).copy()
+        box_affine[:3, 3] += box_affine[:3, :3] @ [b.start for b in box]
+        corners = np.array(np.meshgrid(*[[-1, n] for n in own.shape], indexing="ij")).reshape(3, -1)
+        world = box_affine[:3, :3] @ corners + box_affine[:3, 3:]
+        index = to_target_index[:3, :3] @ world + to_target_index[:3, 3:]
+        lo = np.maximum(np.floor(index.min(1)).astype(int), 0)
+        hi = np.minimum(np.ceil(index.max(1)).astype(int), np.array(out.shape) - 1)
+        if (hi < lo).any():
+            continue
+        sub_affine = target_affine.copy()
+        sub_affine[:3, 3] += target_affine[:3, :3] @ lo
+        reference = sitk.Image([int(n) for n in (hi - lo + 1)][::-1], sitk.sitkUInt8)
+        set_sitk_geometry(reference, sub_affine[:, REVERSE_AXES])
+        moved = sitk_view_to_array(sitk.Resample(array_to_sitk(field, box_affine), reference, sitk.Transform(),
+                                                 sitk.sitkLinear, 0, sitk.sitkUInt8))
+        region = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
+        out[region][moved > best[region]] = value
+        np.maximum(best[region], moved, out=best[region])
     return out
 
 
