@@ -210,18 +210,26 @@ def _disc_probabilities(affine: np.ndarray, shape, centres_mm, radius_mm: float 
     return np.stack(maps)
 
 
-def test_smooth_labels_put_the_boundary_between_coarse_voxels():
-    # Two discs of radius 20 mm on a 3 mm grid, brought to a 1 mm grid: interpolating the probabilities
-    # must beat the nearest-neighbour copy against the exact discs, and keep the two labels apart.
+@pytest.mark.parametrize("target", ["aligned", "oblique", "flipped"])
+def test_smooth_labels_put_the_boundary_between_coarse_voxels(target):
+    # Two discs of radius 20 mm on a 3 mm grid, brought to a 1 mm grid (axis-aligned, rotated 20 degrees
+    # about z, or with x and y flipped): interpolating the probabilities must beat the nearest-neighbour
+    # copy against the exact discs, and keep the two labels apart.
     coarse = np.diag([3.0, 3.0, 3.0, 1.0])
     coarse[:3, 3] = [-45.0, -30.0, 0.0]
     centres = [(-22.0, 0.0), (22.0, 0.0)]
     scores = _disc_probabilities(coarse, (31, 21, 3), centres)
     labels = np.zeros((31, 21, 3), np.uint8)
     labels[scores[0] >= 128], labels[scores[1] >= 128] = 1, 2
-    fine = np.diag([1.0, 1.0, 1.0, 1.0])
-    fine[:3, 3] = [-46.0, -31.0, 0.0]
-    shape = (93, 63, 7)
+    fine = np.eye(4)
+    shape = (93, 63, 7) if target != "oblique" else (101, 101, 7)
+    if target == "oblique":
+        angle = np.radians(20)
+        fine[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    elif target == "flipped":
+        fine[:2, :2] = -np.eye(2)
+    centre_index = (np.array(shape) - 1) / 2
+    fine[:3, 3] = [0.0, 0.0, 3.0] - fine[:3, :3] @ centre_index  # the grid centred on the discs
     exact = _disc_probabilities(fine, shape, centres) >= 128
     smooth = smooth_labels_to_grid(labels, scores, [1, 2], coarse, shape, fine)
     nearest = labels_to_grid(labels, coarse, shape, fine)
