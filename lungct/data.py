@@ -261,19 +261,24 @@ def _augmented(augment, item: dict, seed: int, epoch: int, index: int) -> dict:
 
 def augmentation(settings: dict, size, seed: int):
     """Shifts (a fraction of each side), rotation about the axial axis and zoom, applied identically to
-    image and label (MONAI RandAffined, label nearest), plus intensity jitter."""
+    image and label (MONAI RandAffined, label nearest), plus intensity jitter; optionally Gaussian noise
+    of up to `noise_sd` (the network's input units) on `noise_prob` of the samples, as in low-dose scans."""
     if not settings or not settings.get("enabled", True):
         return None
-    from monai.transforms import Compose, RandAffined, RandScaleIntensityd, RandShiftIntensityd
+    from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd
 
     dim = len(size)
     rotate = np.deg2rad(float(settings.get("rotate_deg", 10)))
     shift, zoom, prob = float(settings.get("shift", 0.1)), float(settings.get("zoom", 0.1)), float(settings.get("prob", 0.8))
     jitter = float(settings.get("intensity_jitter", 0.05))
-    return Compose([
+    steps = [
         RandAffined(["image", "label"], prob=prob, rotate_range=[rotate] if dim == 2 else [0, 0, rotate],
                     scale_range=[zoom] * dim, translate_range=[shift * n for n in size],
                     mode=["bilinear", "nearest"], padding_mode="border"),
         RandScaleIntensityd("image", factors=jitter, prob=prob),
         RandShiftIntensityd("image", offsets=jitter, prob=prob),
-    ]).set_random_state(seed)
+    ]
+    noise = float(settings.get("noise_sd", 0.0))
+    if noise > 0:  # the standard deviation is drawn from [0, noise_sd] per sample
+        steps.append(RandGaussianNoised("image", std=noise, prob=float(settings.get("noise_prob", 0.25))))
+    return Compose(steps).set_random_state(seed)

@@ -66,6 +66,21 @@ def prep(tmp_path):
     return write_prep(tmp_path / "prep")
 
 
+def test_noise_augmentation_is_optional_seeded_and_leaves_labels_alone():
+    from lungct.data import augmentation
+
+    sample = {"image": np.full((1, 48, 48), 0.5, np.float32), "label": (np.arange(48 * 48) % 3).reshape(1, 48, 48)}
+    plain = {"prob": 0.0}  # no affine or jitter: only the noise step can change the image
+    assert len(augmentation(plain, (48, 48), 0).transforms) == 3
+    noisy = {**plain, "noise_sd": 0.05, "noise_prob": 1.0}
+    first = augmentation(noisy, (48, 48), 7)(dict(sample))
+    again = augmentation(noisy, (48, 48), 7)(dict(sample))
+    np.testing.assert_array_equal(np.asarray(first["image"]), np.asarray(again["image"]))
+    np.testing.assert_array_equal(np.asarray(first["label"]), sample["label"])
+    assert 0 < float(np.std(np.asarray(first["image"]))) <= 0.05 * 1.1
+    np.testing.assert_array_equal(np.asarray(augmentation(plain, (48, 48), 7)(dict(sample))["image"]), sample["image"])
+
+
 def test_loss_falls_and_checkpoint_describes_itself(prep, tmp_path):
     out = tmp_path / "run"
     train(tiny_recipe(epochs=4), out, data=prep, progress=False, log=lambda m: None)
