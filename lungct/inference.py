@@ -197,7 +197,7 @@ class Segmenter:
         timings["preprocess"] = round(time.perf_counter() - start, 3)
 
         start = time.perf_counter()
-        labels, scores = self.predict(image, with_scores=True)
+        labels, scores = self.predict(image)
         timings["network"] = round(time.perf_counter() - start, 3)
 
         from lungct.postprocess import postprocess
@@ -278,12 +278,11 @@ class Segmenter:
                 "case": case, "source": str(scan.source)}
         return Chain(self.recipe(scan))(data)
 
-    def predict(self, image: np.ndarray, with_scores: bool = False):
-        """uint8 label map (the checkpoint's label values) of a windowed (x, y, z) image; with_scores: and
-        the softmax probability of every channel as uint8 (0-255), shape (channels, x, y, z)."""
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 label map in the checkpoint's label values, uint8 (0-255) softmax probability of every
+        channel, shape (channels, x, y, z)) of a windowed (x, y, z) image."""
         with torch.inference_mode():
-            labels, scores = self._predict_3d(image) if self.dim == 3 else self._predict_2d(image)
-        return (labels, scores) if with_scores else labels
+            return self._predict_3d(image) if self.dim == 3 else self._predict_2d(image)
 
     @staticmethod
     def _to_labels_and_scores(probability: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,14 +301,13 @@ class Segmenter:
     def _scores(self, batch: torch.Tensor, flip_dims: list[tuple]) -> torch.Tensor:
         """Softmax probabilities, with TTA averaged over flips that never swap right and left."""
         batch = batch.to(self.device)
-        if not self.tta:
-            return torch.softmax(self._run(batch), dim=1)
+        flip_dims = flip_dims if self.tta else []
         total = torch.softmax(self._run(batch), dim=1)
         for dims in flip_dims:
             total += torch.softmax(self._run(batch.flip(dims)), dim=1).flip(dims)
         return total / (1 + len(flip_dims))
 
-    def _predict_3d(self, image: np.ndarray) -> np.ndarray:
+    def _predict_3d(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
         scores = self._scores(batch, [(3,), (4,), (3, 4)])  # anterior-posterior, superior-inferior
         index, probability = self._to_labels_and_scores(scores)
@@ -322,7 +320,7 @@ class Segmenter:
         total = int(np.prod([s if isinstance(s, int) else max(s) for s in strides])) if strides else 1
         return max(16, total)
 
-    def _predict_2d(self, image: np.ndarray) -> np.ndarray:
+    def _predict_2d(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nx, ny, nz = image.shape
         div = self.divisor
         px, py = math.ceil(nx / div) * div - nx, math.ceil(ny / div) * div - ny
