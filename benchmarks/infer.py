@@ -108,6 +108,23 @@ def reference_rows(segmenter, ct_slices: int | None) -> list[dict]:
     return rows
 
 
+def noisy_rows(segmenter, cases: list[str], noise_hu: float) -> list[dict]:
+    """Dice of ct-slices with seeded Gaussian noise of `noise_hu` added to the HU values (a low-dose scan)."""
+    from lungct.evaluate import read_labels
+    from lungct.io import load_scan
+    from lungct.metrics import overlap
+
+    rows = []
+    for seed, name in enumerate(sorted(cases)):
+        scan = load_scan(DATA / "ct-slices/images" / f"{name}.nii.gz")
+        noise = np.random.default_rng(seed).normal(0.0, noise_hu, scan.array.shape).astype(np.float32)
+        scan.array = scan.array.astype(np.float32) + noise
+        truth = read_labels(DATA / "ct-slices/masks" / f"{name}.nii.gz")[0]
+        rows.append({"case": name, "noise_hu": noise_hu,
+                     "dice": overlap(segmenter.segment(scan).labels > 0, truth > 0)["dice"]})
+    return rows
+
+
 def summary(values) -> str:
     values = list(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -134,6 +151,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="full-size runs (the machine is shared: keep it 1)")
     parser.add_argument("--skip-full-size", action="store_true", help="references only (printed; infer.md is kept)")
     parser.add_argument("--ct-slices", type=int, default=None, help="only the first N ct-slices (default: all 205; printed, infer.md is kept)")
+    parser.add_argument("--noise-hu", type=float, nargs="*", default=[100.0, 200.0],
+                        help="also segment the held-out ct-slices with this much Gaussian noise added (HU sd)")
     parser.add_argument("--compare-bf16", action="store_true",
                         help="also run the references with CPU bf16 autocast and report the Dice change")
     args = parser.parse_args()
@@ -189,6 +208,11 @@ def main() -> None:
     if unseen:
         lines += [f"- ct-slices the model never trained on: Dice {summary(r['dice'] for r in unseen)}; below 0.95: "
                   f"{sum(r['dice'] < 0.95 for r in unseen)}"]
+        for noise_hu in args.noise_hu:  # low-dose robustness: the same held-out slices, noisier
+            noisy = noisy_rows(segmenter, [r["case"] for r in unseen], noise_hu)
+            report.setdefault("noisy", []).extend(noisy)
+            lines += [f"- the same with Gaussian noise of {noise_hu:g} HU added: Dice {summary(r['dice'] for r in noisy)}; "
+                      f"below 0.95: {sum(r['dice'] < 0.95 for r in noisy)}"]
     lines.append("")
     if slices:
         lines += ["Lowest five ct-slices: " + ", ".join(f"{r['case']} {r['dice']:.4f}"
