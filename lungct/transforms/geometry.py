@@ -5,6 +5,8 @@ CT (DESIGN.md §7). The direction of the grid is kept; only the spacing changes.
 """
 from __future__ import annotations
 
+import itertools
+
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
@@ -109,39 +111,47 @@ def smooth_labels_to_grid(labels: np.ndarray, scores: np.ndarray, values, affine
     nearest-neighbour copying. Each label is resampled only inside its own bounding box (DESIGN.md §7).
     """
     target_affine = np.asarray(target_affine, dtype=float)
-    to_target_index = np.linalg.inv(target_affine)
     out = np.zeros(tuple(int(s) for s in shape), np.uint8)
     best = np.full(out.shape, 127, np.uint8)  # 128 and up = probability >= 0.5
     for value, score in zip(values, scores):
-        own_all = labels == value
-        box = bounding_box(own_all, margin=2)
-        own = own_all[box]
+        box = bounding_box(labels == value, margin=2)
+        own = labels[box] == value
         if not own.any():
             continue
         near = ndi.binary_dilation(own, structure=ndi.generate_binary_structure(3, 1)) & ~own
         field = np.zeros(own.shape, np.uint8)
         field[own] = np.maximum(score[box][own], 129)
         field[near] = np.minimum(score[box][near], 126)
-        # Only the part of the target grid the label's box covers is resampled.
-        box_affine = np.asarray(affine, dtype=float).copy()
-        box_affine[:3, 3] += box_affine[:3, :3] @ [b.start for b in box]
-        corners = np.array(np.meshgrid(*[[-1, n] for n in own.shape], indexing="ij")).reshape(3, -1)
-        world = box_affine[:3, :3] @ corners + box_affine[:3, 3:]
-        index = to_target_index[:3, :3] @ world + to_target_index[:3, 3:]
-        lo = np.maximum(np.floor(index.min(1)).astype(int), 0)
-        hi = np.minimum(np.ceil(index.max(1)).astype(int), np.array(out.shape) - 1)
-        if (hi < lo).any():
+        box_affine = shifted_affine(affine, [b.start for b in box])
+        window = _covered_window(box_affine, own.shape, target_affine, out.shape)
+        if window is None:
             continue
-        sub_affine = target_affine.copy()
-        sub_affine[:3, 3] += target_affine[:3, :3] @ lo
+        lo, hi = window
         reference = sitk.Image([int(n) for n in (hi - lo + 1)][::-1], sitk.sitkUInt8)
-        set_sitk_geometry(reference, sub_affine[:, REVERSE_AXES])
+        set_sitk_geometry(reference, shifted_affine(target_affine, lo)[:, REVERSE_AXES])
         moved = sitk_view_to_array(sitk.Resample(array_to_sitk(field, box_affine), reference, sitk.Transform(),
                                                  sitk.sitkLinear, 0, sitk.sitkUInt8))
         region = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
         out[region][moved > best[region]] = value
         np.maximum(best[region], moved, out=best[region])
     return out
+
+
+def shifted_affine(affine: np.ndarray, index_offset) -> np.ndarray:
+    """The affine of the sub-grid that starts at voxel `index_offset` of the grid `affine` describes."""
+    out = np.array(affine, dtype=float)
+    out[:3, 3] += out[:3, :3] @ np.asarray(index_offset, dtype=float)
+    return out
+
+
+def _covered_window(box_affine: np.ndarray, box_shape, target_affine: np.ndarray, target_shape):
+    """(lo, hi) voxel indices (inclusive) of the part of a target grid that a source box, widened by one
+    voxel for interpolation, covers; None when the box lies outside the target grid."""
+    corners = np.array(list(itertools.product(*[(-1, n) for n in box_shape])), dtype=float)
+    index = nib.affines.apply_affine(np.linalg.inv(target_affine) @ box_affine, corners)
+    lo = np.maximum(np.floor(index.min(0)).astype(int), 0)
+    hi = np.minimum(np.ceil(index.max(0)).astype(int), np.array(target_shape) - 1)
+    return None if (hi < lo).any() else (lo, hi)
 
 
 class Resampled(MapTransform):
