@@ -1,4 +1,5 @@
-"""lungct: lung segmentation for chest CT and radiographs."""
+"""lungct: lung segmentation for chest CT and chest radiographs."""
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version as _version
 
 try:
@@ -8,21 +9,20 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 from lungct.errors import LungctError  # noqa: E402
 
-__all__ = ["LungctError", "__version__", "load_scan", "segment_lungs", "preprocess_scan", "load_recipe"]
+# Lazy imports keep `import lungct` and `lungct --help` fast: torch and MONAI load only when used.
+_LAZY = {
+    "load_scan": "lungct.io",
+    "load_radiograph": "lungct.io.radiograph",
+    "load_segmenter": "lungct.engine",
+    "segment": "lungct.engine",
+    "segment_lungs": "lungct.ct.transforms.lungs",
+    "preprocess_scan": "lungct.ct.preprocess",
+    "load_recipe": "lungct.recipes",
+}
+__all__ = ["LungctError", "__version__", *_LAZY]
 
 
 def __getattr__(name):
-    # Lazy imports keep `import lungct` and `lungct --help` fast: torch and MONAI load only when used.
-    if name == "load_scan":
-        from lungct.io import load_scan
-        return load_scan
-    if name == "segment_lungs":
-        from lungct.transforms.lungs import segment_lungs
-        return segment_lungs
-    if name == "preprocess_scan":
-        from lungct.preprocess import preprocess_scan
-        return preprocess_scan
-    if name == "load_recipe":
-        from lungct.recipes import load_recipe
-        return load_recipe
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(name)

@@ -1,11 +1,17 @@
-"""Self-describing checkpoints: the weights plus everything inference needs (DESIGN.md §2).
+"""Self-describing checkpoints: the weights plus everything inference needs (docs/design.md, "Checkpoints").
 
-A checkpoint is a `torch.save` dict {"format", "meta", "state_dict", "extra"}; `meta` is plain JSON
-(network name and arguments, dim, modality, labels, input spacing/window/recipe, training summary,
-metrics, version), `extra` holds what resuming needs (optimiser, scheduler, epoch, RNG states).
+A checkpoint is a `torch.save` dict {"format", "meta", "state_dict", "extra"}. `meta` is plain JSON:
+network (name, arguments), dim, modality, labels, `input.chain` (the transforms that turn a scan or a
+radiograph into the network input, written at training time with every argument spelled out and run as it
+is at inference), post-processing settings (`inference`), the training summary and metrics. `extra`
+holds what resuming a run needs (optimiser, scheduler, loop state, random number generator states).
+
+Checkpoints of lungct 0.1 (meta without `format_version`) are upgraded when read: their network input
+chain is rebuilt once, the way their inference did it, so they keep giving the same masks.
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 from pathlib import Path
@@ -16,12 +22,14 @@ from lungct import __version__
 from lungct.errors import LungctError
 from lungct.io.volumes import atomic_path
 
-FORMAT = "lungct-checkpoint/1"
+FORMAT = "lungct-checkpoint/1"  # the file layout; the meta has its own version
+META_VERSION = 2
 REQUIRED = ("network", "dim", "labels", "input")
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, extra: dict | None = None) -> Path:
-    """Write atomically (temporary name, then rename), so a crash never leaves a truncated checkpoint."""
+    """Write atomically (temporary name, then rename), so a crash never leaves a truncated checkpoint.
+    `meta` says its own format_version (lungct.training.model_meta writes the current one)."""
     meta = json.loads(json.dumps({"lungct_version": __version__,
                                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                   **meta}))
@@ -35,11 +43,13 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, extra:
     return path
 
 
-def _read(path: Path, full: bool) -> dict:
+def read_checkpoint(path: str | Path) -> dict:
+    """The whole payload (meta upgraded to the current version, state_dict, extra)."""
+    path = Path(path)
     if not path.is_file():
         raise LungctError(path, "no such checkpoint file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=not full)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or foreign pickled objects
         raise LungctError(path, f"is not a readable lungct checkpoint ({type(err).__name__}: "
                                 f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
@@ -47,29 +57,66 @@ def _read(path: Path, full: bool) -> dict:
         raise LungctError(path, f"is not a lungct checkpoint (no '{FORMAT}' format tag)")
     missing = [key for key in REQUIRED if key not in payload["meta"]]
     if missing:
-        raise LungctError(path, f"checkpoint metadata lacks {', '.join(missing)}")
+        raise LungctError(path, f"checkpoint metadata lacks {', '.join(missing)}: not a lungct checkpoint?")
+    payload["meta"] = upgrade_meta(payload["meta"], path)
     return payload
 
 
 def read_meta(path: str | Path) -> dict:
-    return _read(Path(path), full=False)["meta"]
+    return read_checkpoint(path)["meta"]
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The whole payload (meta, state_dict, extra with optimiser state), for resuming."""
-    return _read(Path(path), full=False)
+def upgrade_meta(meta: dict, where=None) -> dict:
+    """Meta of a lungct 0.1 checkpoint in today's form (a copy); current ones are returned as they are."""
+    version = int(meta.get("format_version", 1))
+    if version == META_VERSION:
+        return meta
+    if version > META_VERSION:
+        raise LungctError(where, f"checkpoint format {version} is newer than this lungct ({__version__}) reads: "
+                                 "upgrade lungct")
+    from lungct.recipes import resolved_step
+
+    meta = copy.deepcopy(meta)
+    old = meta["input"]
+    if meta.get("modality", "ct") == "cxr":
+        recipe = meta["training"]["recipe"]
+        chain = recipe["transforms"]
+        inference = dict(recipe.get("inference") or {})
+        meta["labels"] = {("lungs" if k == "lung" else k): v for k, v in meta["labels"].items()}
+        pad = 0.0
+    else:
+        chain, inference = _legacy_ct_chain(meta), {"roi": bool((meta.get("inference") or {}).get("roi", False)),
+                                                     "min_component_fraction": 0.1}
+        pad = float((old.get("window") or {}).get("b_min", 0.0))
+    size_key = "slice_size" if int(meta["dim"]) == 2 else "patch_size"
+    meta["input"] = {"chain": [resolved_step(s) for s in chain], size_key: old[size_key], "pad_value": pad}
+    meta["inference"] = inference
+    meta["format_version"] = META_VERSION
+    meta["upgraded_from"] = version
+    return meta
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The network rebuilt from the checkpoint's own description, weights loaded, in eval mode."""
-    from lungct.networks import build_network
+def _legacy_ct_chain(meta: dict) -> list[dict]:
+    """What lungct 0.1 ran at inference: the HU check, one resampling to the checkpoint's spacing (2D:
+    thicker native slices kept), the ROI steps of its preprocessing recipe when it used the ROI (or when a
+    step masked the image), then the HU window."""
+    from lungct.recipes import load_recipe
 
-    path = Path(path)
-    payload = _read(path, full=False)
-    meta = payload["meta"]
-    network = build_network(meta["network"]["name"], **meta["network"].get("args", {}))
-    try:
-        network.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise LungctError(path, f"weights do not fit the network it names ({str(err).splitlines()[0][:160]})") from None
-    return network.to(device).eval(), meta
+    old = meta["input"]
+    recorded = old.get("preprocess_recipe") or load_recipe("preprocess")
+    steps = copy.deepcopy(recorded.get("transforms") or [])
+    masks_image = any(s.get("name") == "MaskOutsideROId" and (s.get("args") or {}).get("enabled", True) for s in steps)
+    keep_roi = masks_image or bool((meta.get("inference") or {}).get("roi", False))
+    image_steps = ("CheckHUCalibrationd", "Resampled")
+    steps = [s for s in steps if s.get("name") != "HUWindowd" and (keep_roi or s.get("name") in image_steps)]
+    if not any(s.get("name") == "CheckHUCalibrationd" for s in steps):
+        steps.insert(0, {"name": "CheckHUCalibrationd", "args": {}})
+    resample = {"spacing_mm": old.get("spacing_mm"), "axcodes": old.get("axcodes") or "RAS",
+                "keep_thick_slices": int(meta["dim"]) == 2}
+    for step in steps:
+        if step["name"] == "Resampled":
+            step["args"] = {**(step.get("args") or {}), **resample}
+    if not any(s["name"] == "Resampled" for s in steps):
+        steps.insert(1, {"name": "Resampled", "args": resample})
+    window = old.get("window") or {"a_min": -1024, "a_max": 600, "b_min": 0.0, "b_max": 1.0}
+    return steps + [{"name": "HUWindowd", "args": dict(window)}]

@@ -28,47 +28,80 @@ def explained(func):
     return wrapper
 
 
-def recipe_options(default: str):
-    """--config and --set, shared by every verb that runs a recipe."""
-    def decorate(func):
-        func = click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
-                            help="Change one recipe value, e.g. --set Resampled.spacing_mm=1.5 (repeatable).")(func)
-        func = click.option("--config", default=default, show_default=True,
-                            help="Recipe: a YAML file or the name of a built-in one in pipelines/.")(func)
-        return func
-    return decorate
+def say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def finish_batch(outcomes, where, failures_file: str | None = None) -> None:
+    """The end of every batch verb: one summary line (or the one case's result), exit 1 if any failed."""
+    from lungct.batch import counts, summary_line
+
+    n = counts(outcomes)
+    if len(outcomes) == 1 and n["ok"] == 1 and (outcomes[0].record or {}).get("mask"):
+        record = outcomes[0].record
+        measures = record.get("volumes_ml") or record.get("areas_cm2")
+        unit = "mL" if "volumes_ml" in record else "cm²"
+        text = ", ".join(f"{k} {v:.0f} {unit}" for k, v in measures.items()) if measures else "pixel spacing unknown"
+        say(f"{record['mask']}: {text} ({(record.get('timings_s') or {}).get('total', 0):.1f} s)")
+    else:
+        say(summary_line(outcomes, where))
+    if n["failed"]:
+        if failures_file:
+            say(f"failures listed in {failures_file}")
+        sys.exit(1)
+
+
+def batch_options(func):
+    """--num-parts/--part-id/--scheduler/--overwrite/--quiet, shared by the batch verbs."""
+    for option in reversed([
+        click.option("--overwrite", is_flag=True, help="Redo cases already done (otherwise a batch resumes)."),
+        click.option("--scheduler", default=None, metavar="ADDRESS|local:N",
+                     help="Run the cases on a Dask cluster (tcp://head:8786), or local:N worker processes."),
+        click.option("--num-parts", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Split the case list into this many shards (job arrays) ..."),
+        click.option("--part-id", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="... and do this one (0-based)."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]):
+        func = option(func)
+    return func
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lungct")
 def main():
-    """lungct: lung segmentation for chest CT, from a folder of scans to masks, volumes and a report."""
+    """lungct: lungs in chest CT and lung fields in chest radiographs, from a folder of scans and
+    radiographs (DICOM, NIfTI, NRRD, MHA, PNG, JPEG) to masks, volumes or areas, and a QC report.
+
+    \b
+    lungct infer scans/ -o masks/          the shipped models (CT and radiographs), one mask per case
+    lungct evaluate masks/ references/     Dice, IoU, HD95, ASSD, volume difference
+    lungct preprocess scans/ -o prep/      the classical CT chain: lungs, ROI, training images
+    lungct train --dim 2d --data prep/     train your own model from a recipe in pipelines/
+    """
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: the workspace, ./lungct-work/prep or $LUNGCT_WORKDIR/prep).")
-@recipe_options("preprocess")
+@click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
+              help="Change one recipe value, e.g. --set Resampled.spacing_mm=1.5 (repeatable).")
+@click.option("--config", default="preprocess", show_default=True,
+              help="Recipe: a YAML file or the name of a built-in one in pipelines/.")
 @click.option("--recalibrate", is_flag=True,
               help="Rescale scans whose air is not at -1000 HU so air = -1000 and soft tissue = 40.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cases processed in parallel (processes).")
-@click.option("--overwrite", is_flag=True, help="Redo cases already present in the output folder.")
-@click.option("--scheduler", default=None, metavar="ADDRESS|local:N",
-              help="Run the cases on a Dask cluster (tcp://head:8786), or local:N worker processes.")
-@click.option("--num-parts", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Split the case list into this many shards (job arrays) ...")
-@click.option("--part-id", type=click.IntRange(min=0), default=0, show_default=True, help="... and do this one (0-based).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@batch_options
 @explained
 def preprocess(inputs, output, config, set_values, recalibrate, workers, overwrite, scheduler, num_parts, part_id, quiet):
-    """Preprocess scans: DICOM series folders, .nii/.nii.gz/.nrrd/.mha files, or folders of them.
+    """Preprocess CT scans: DICOM series folders, .nii/.nii.gz/.nrrd/.mha files, or folders of them.
 
     Writes prep/<case>/ (image, lungs, roi, lungs-native, case.json, preview.png),
     prep/summary.csv and prep/failures.csv. A second run resumes where the first stopped.
     """
-    from lungct.preprocess import preprocess_batch
+    from lungct.ct.preprocess import preprocess_batch
     from lungct.recipes import load_recipe, parse_set_options
     from lungct.workspace import prep_dir
 
@@ -78,15 +111,9 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
     recipe = load_recipe(config, overrides)
     out_dir = output or prep_dir()
     outcomes = preprocess_batch(list(inputs), out_dir, recipe, workers=workers, overwrite=overwrite,
-                                progress=not quiet, log=lambda m: click.echo(m, err=True), scheduler=scheduler,
-                                num_parts=num_parts, part_id=part_id)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
-    click.echo(f"{counts['ok']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed "
-               f"-> {out_dir}/summary.csv", err=True)
-    if counts["failed"]:
-        click.echo(f"failures listed in {out_dir}/failures{f'-part{part_id}of{num_parts}' if num_parts > 1 else ''}.csv",
-                   err=True)
-        sys.exit(1)
+                                progress=not quiet, log=say, scheduler=scheduler, num_parts=num_parts, part_id=part_id)
+    finish_batch(outcomes, f"{out_dir}/summary.csv",
+                 f"{out_dir}/failures{f'-part{part_id}of{num_parts}' if num_parts > 1 else ''}.csv")
 
 
 @main.command()
@@ -94,12 +121,14 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="A `lungct preprocess` output folder (default: the workspace's prep/).")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
-              help="A folder of your own images (any format lungct reads), with --labels.")
+              help="A folder of your own images (any format lungct reads; radiographs with --modality cxr), with --labels.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
-              help="Label files matched to the images by case name (with --data: instead of prep's lungs.nii.gz).")
+              help="Label files on the original images' grids, matched by case name (with --data: instead of "
+                   "prep's lungs; carried onto the preprocessed grid).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: the workspace's runs/<recipe>-<timestamp>/).")
-@click.option("--config", default=None, help="Training recipe: a YAML file or a built-in name (default: train-2d / train-3d).")
+@click.option("--config", default=None,
+              help="Training recipe: a YAML file or a built-in name (default: train-2d / train-3d, or cxr-2d).")
 @click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE", help="Change one recipe value (repeatable).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
@@ -115,11 +144,16 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
 @explained
 def train(dim, data, images, labels, output, config, set_values, epochs, batch_size, lr, max_minutes, device, resume,
           modality, quiet):
-    """Train a segmentation network from a recipe; writes best.pt, last.pt, log.csv and plots."""
+    """Train a segmentation network from a recipe; writes best.pt, last.pt, log.csv and plots.
+
+    Validation runs the shipped inference on the validation cases' original inputs, so the Dice that
+    picks best.pt is what `lungct infer` + `lungct evaluate` give.
+    """
     import json
 
-    from lungct.recipes import load_recipe, parse_set_options
-    from lungct.training import default_run_dir, train as run_training
+    from lungct.recipes import apply_overrides, load_recipe, parse_set_options
+    from lungct.trainlog import default_run_dir
+    from lungct.training import train as run_training
 
     overrides = parse_set_options(set_values)
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("optimizer.lr", lr),
@@ -130,23 +164,19 @@ def train(dim, data, images, labels, output, config, set_values, epochs, batch_s
         recorded = Path(resume) / "recipe.json"
         if not recorded.is_file():
             raise LungctError(resume, "is not a lungct training run (no recipe.json)")
-        recipe = json.loads(recorded.read_text())
-        from lungct.recipes import apply_overrides
-
-        apply_overrides(recipe, overrides, recorded)
+        recipe = apply_overrides(json.loads(recorded.read_text()), overrides, recorded)
         output = Path(resume)
     else:
         recipe = load_recipe(config or ("cxr-2d" if modality == "cxr" else f"train-{dim}"), overrides)
-        if recipe.get("modality", "ct") != modality:
-            raise LungctError(recipe.get("source"), f"is a {recipe.get('modality', 'ct')} recipe but --modality {modality} was given")
-    if f"{recipe.get('dim')}d" != dim:
-        raise LungctError(recipe.get("source"), f"is a {recipe.get('dim')}D recipe but --dim {dim} was given")
+        if recipe["modality"] != modality:
+            raise LungctError(recipe.get("source"), f"is a {recipe['modality']} recipe but --modality {modality} was given")
+    if f"{recipe['dim']}d" != dim:
+        raise LungctError(recipe.get("source"), f"is a {recipe['dim']}D recipe but --dim {dim} was given")
     out_dir = output or default_run_dir(recipe)
     best = run_training(recipe, out_dir, data=data, images=images, labels=labels, device=device, resume=resume,
-                        progress=not quiet, log=lambda m: click.echo(m, err=True))
+                        progress=not quiet, log=say)
     if int(os.environ.get("RANK", 0)) == 0:
-        click.echo(f"best validation Dice {best['val_mean_dice']:.4f} at epoch {best['best_epoch']} -> {out_dir}/best.pt",
-                   err=True)
+        say(f"best validation Dice {best['val_mean_dice']:.4f} at epoch {best['best_epoch']} -> {out_dir}/best.pt")
 
 
 @main.command()
@@ -166,7 +196,8 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
     """Dice, IoU, HD95, ASSD (mm) and volume difference (mL) of predicted masks against references.
 
     PREDICTION and REFERENCE are two mask files, or two folders matched by case name (file stem, or
-    the folder name of <case>/lungs.nii.gz). A multi-label reference is also measured label by label.
+    the folder name of <case>/lungs.nii.gz). CT masks (NIfTI, NRRD, MHA) and radiograph masks (PNG,
+    0/255 or 0/1) alike. A multi-label reference is also measured label by label.
     """
     from lungct.evaluate import ROW_FIELDS, SUMMARY_COLUMNS, evaluate as run, format_summary, summary_path, write_rows
     from lungct.workspace import workdir
@@ -176,122 +207,65 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
         if path.exists() and not overwrite:
             raise LungctError(path, "exists already (use --overwrite to replace it)")
     result = run(prediction, reference, resample=resample, merge=merge, mask_name=mask_name,
-                 progress=not quiet, log=lambda m: click.echo(m, err=True))
+                 progress=not quiet, log=say)
     if result.rows:
         write_rows(output, result.rows, ROW_FIELDS)
         write_rows(summary_path(output), result.summary, SUMMARY_COLUMNS)
         click.echo(format_summary(result.summary, len({r["case"] for r in result.rows})))
-        click.echo(f"-> {output}, {summary_path(output)}", err=True)
+        say(f"-> {output}, {summary_path(output)}")
     if result.failures:
-        click.echo(f"{len(result.failures)} case(s) failed", err=True)
+        say(f"{len(result.failures)} case(s) failed")
         sys.exit(1)
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="mask.nii.gz for one scan, or a folder for <case>.nii.gz + <case>.json "
-                   "(default: the workspace's masks/ folder).")
-@click.option("--model", default=None, metavar="PATH|NAME|latest",
-              help="Checkpoint file, shipped model name (lungct/weights/<name>.pt), or 'latest' "
-                   "(best checkpoint of the newest run in the workspace). Default: the shipped default model.")
+              help="A folder (<case>.nii.gz for CT, <case>.png for radiographs, <case>.json, report.html), or "
+                   "one file for one input: mask.nii.gz, or mask.png for a radiograph. Default: the workspace's masks/.")
+@click.option("--model", "models", multiple=True, metavar="PATH|NAME|latest",
+              help="Checkpoint file, shipped model name (lungct/weights/<name>.pt) or 'latest' (best checkpoint of "
+                   "the newest run in the workspace); each serves its modality (repeat for CT and radiographs). "
+                   "Default: the shipped ct-lungs-2d and cxr-lungs-2d.")
+@click.option("--modality", type=click.Choice(["auto", "ct", "cxr"]), default="auto", show_default=True,
+              help="auto: each case's kind from the file (pictures, DICOM CR/DX: radiographs; volumes, CT series: CT).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: mixed precision on CUDA, float32 elsewhere; bf16 also runs on CPUs that support it.")
-@click.option("--tta", is_flag=True, help="Average over flips (anterior-posterior, and superior-inferior in 3D).")
-@click.option("--binary", is_flag=True, help="One label (1 = lung) instead of 1 = right, 2 = left.")
+@click.option("--tta", is_flag=True, help="CT: average over flips that keep right and left (anterior-posterior, "
+                                          "and superior-inferior in 3D).")
+@click.option("--binary", is_flag=True, help="One label (1 = lungs) instead of 1 = right lung, 2 = left lung.")
 @click.option("--roi/--no-roi", default=None,
-              help="Keep labels only inside the preprocessing chain's mirrored lung ROI (default: as the model's "
+              help="CT: keep labels only inside the mirrored lung ROI of the model's input chain (default: as the "
                    "checkpoint says; the shipped CT model uses it).")
 @click.option("--preview", is_flag=False, flag_value="auto", default=None, metavar="[PNG|FOLDER]",
-              help="Write an axial + coronal picture (beside the mask, or at the path given).")
+              help="Write a picture per case (<case>-preview.png; CT: axial + coronal), beside the mask or at the path given.")
 @click.option("--sw-batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="3D models: patches per network call.")
 @click.option("--overlap", type=click.FloatRange(0, 0.95), default=0.5, show_default=True,
               help="3D models: sliding-window overlap.")
 @click.option("--slice-batch", type=click.IntRange(min=1), default=16, show_default=True,
-              help="2D models: axial slices per network call.")
-@click.option("--overwrite", is_flag=True, help="Replace existing masks (otherwise a batch resumes).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--modality", type=click.Choice(["auto", "ct", "cxr"]), default="auto", show_default=True,
-              help="auto: radiographs (pictures, DICOM CR/DX) go to the radiograph model, CT to the CT model.")
-@click.option("--num-parts", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Split the case list into this many shards (job arrays) ...")
-@click.option("--part-id", type=click.IntRange(min=0), default=0, show_default=True, help="... and do this one (0-based).")
-@click.option("--scheduler", default=None, metavar="ADDRESS|local:N",
-              help="Run the scans on a Dask cluster (each worker loads the model once), or local:N processes.")
+              help="2D CT models: axial slices per network call.")
+@batch_options
 @explained
-def infer(inputs, output, model, device, precision, tta, binary, roi, preview, sw_batch_size, overlap, slice_batch,
-          overwrite, quiet, modality, num_parts, part_id, scheduler):
-    """Segment the lungs of CT scans: files, DICOM series folders, or folders of them.
+def infer(inputs, output, models, modality, device, precision, tta, binary, roi, preview, sw_batch_size, overlap,
+          slice_batch, overwrite, scheduler, num_parts, part_id, quiet):
+    """Segment CT scans and chest radiographs: files, DICOM series folders, or folders of them (mixed).
 
-    The mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a JSON beside it
-    gives volumes in mL, the model, timings and warnings. The model is loaded once for a whole batch.
+    A CT mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a radiograph mask
+    the picture's own size. A JSON beside each gives volumes (mL) or areas (cm²), the model, timings and
+    warnings; a folder output also gets report.html, a QC page that ranks suspicious cases first. Models
+    load once per batch; a second run resumes where the first stopped.
     """
-    from lungct.inference import infer_batch
+    from lungct.engine import InferOptions, infer as run
     from lungct.workspace import workdir
 
     output = output or workdir() / "masks"
-    if modality == "auto":
-        modality = detected_modality(inputs, model)
-    if modality == "cxr":
-        for flag, used in (("--scheduler", scheduler), ("--tta", tta)):
-            if used:  # flips would swap right and left; radiographs run ~20/s in one process
-                raise LungctError(", ".join(map(str, inputs)), f"{flag} is for CT scans, not radiographs")
-        return infer_radiograph_command(inputs, output, model, device, binary, preview, overwrite, quiet,
-                                        num_parts, part_id)
-
-    options = {"model": str(model) if model else None, "device": device, "precision": precision, "tta": tta,
-               "sw_batch_size": sw_batch_size, "overlap": overlap, "slice_batch": slice_batch, "roi": roi,
-               "binary": binary}
-    outcomes = infer_batch(list(inputs), output, options, overwrite=overwrite, preview=preview,
-                           progress=not quiet, log=lambda m: click.echo(m, err=True), num_parts=num_parts,
-                           part_id=part_id, scheduler=scheduler)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
-    if len(outcomes) == 1 and counts["ok"] == 1:
-        record = outcomes[0].record
-        volumes = ", ".join(f"{k} {v:.0f} mL" for k, v in record["volumes_ml"].items())
-        click.echo(f"{record['mask']}: {volumes} ({record['timings_s']['total']:.1f} s)", err=True)
-    else:
-        click.echo(f"{counts['ok']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed "
-                   f"-> {output}", err=True)
-    if counts["failed"]:
-        sys.exit(1)
-
-
-def detected_modality(inputs, model) -> str:
-    """cxr when every input is a radiograph (or the model is a radiograph model), else ct."""
-    from lungct.cxr import detect_modality
-
-    kinds = {detect_modality(p) for p in inputs}
-    if kinds == {"cxr"}:
-        return "cxr"
-    if model and kinds <= {"cxr", None}:
-        from lungct.checkpoint import read_meta
-        from lungct.inference import resolve_model
-
-        if model != "latest" and read_meta(resolve_model(model)).get("modality") == "cxr":
-            return "cxr"
-    return "ct"
-
-
-def infer_radiograph_command(inputs, output, model, device, binary, preview, overwrite, quiet, num_parts=1, part_id=0):
-    from lungct.cxr.infer import RadiographSegmenter, infer_radiographs
-
-    outcomes = infer_radiographs(list(inputs), output, lambda: RadiographSegmenter(model, device=device, binary=binary),
-                                 overwrite=overwrite, preview=preview, progress=not quiet,
-                                 log=lambda m: click.echo(m, err=True), num_parts=num_parts, part_id=part_id)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
-    if len(outcomes) == 1 and counts["ok"] == 1:
-        record = outcomes[0].record
-        areas = record.get("areas_cm2")
-        area_text = ", ".join(f"{k} {v:.0f} cm²" for k, v in areas.items()) if areas else "pixel spacing unknown"
-        click.echo(f"{record['mask']}: {area_text}", err=True)
-    else:
-        click.echo(f"{counts['ok']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed "
-                   f"-> {output}", err=True)
-    if counts["failed"]:
-        sys.exit(1)
+    options = InferOptions(models=[str(m) for m in models], device=device, precision=precision, tta=tta,
+                           binary=binary, roi=roi, slice_batch=slice_batch, sw_batch_size=sw_batch_size, overlap=overlap)
+    outcomes = run(list(inputs), output, options, modality=modality, overwrite=overwrite, preview=preview,
+                   progress=not quiet, log=say, num_parts=num_parts, part_id=part_id, scheduler=scheduler)
+    finish_batch(outcomes, output)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def _fmt(values) -> str:
 def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(integer label array, affine) of a mask file."""
     if suffix_of(path) in PICTURE_SUFFIXES:  # a radiograph mask: 0/255 or 0/1 (or 1 = right, 2 = left)
-        from lungct.cxr import read_cxr_mask
+        from lungct.io.radiograph import read_cxr_mask
 
         try:
             array = read_cxr_mask(path)
@@ -136,7 +136,7 @@ def label_names(prediction: Path) -> dict[str, str]:
 def evaluate_pair(case: str, prediction: Path, reference: Path, resample: bool = False,
                   merge: bool = False) -> list[dict]:
     """Rows of metrics for one case; raises LungctError when the grids differ and not `resample`."""
-    from lungct.transforms.geometry import labels_to_grid
+    from lungct.geometry import labels_to_grid
 
     pred, pred_affine = read_labels(prediction)
     ref, ref_affine = read_labels(reference)

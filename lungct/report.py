@@ -1,33 +1,37 @@
-"""Pictures for a quick look: an axial and a coronal slice with the lung labels over the image."""
+"""Pictures for a quick look: a volume's axial and coronal slice, or a radiograph, with its labels tinted.
+
+Colours come from lungct.labels by label name, so CT and radiograph pictures (and the QC page) agree.
+"""
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lungct.geometry import to_ras
 from lungct.io.volumes import atomic_path
-from lungct.transforms.lungs import LEFT, RIGHT, to_ras
-
-COLOURS = {RIGHT: (230, 60, 60), LEFT: (60, 150, 240)}
-ROI_COLOUR = (240, 210, 40)
+from lungct.labels import ROI_COLOUR, colour_of, foreground
 
 
-def _grey(values: np.ndarray) -> np.ndarray:
+def grey_levels(values: np.ndarray) -> np.ndarray:
+    """uint8 grey of any values, stretched between their 0.5 and 99.5 percentiles."""
     lo, hi = np.percentile(values, [0.5, 99.5]) if values.size else (0, 1)
     return (np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
-def _overlay(grey: np.ndarray, labels: np.ndarray, roi: np.ndarray | None, alpha: float = 0.4) -> np.ndarray:
-    rgb = np.repeat(grey[..., None], 3, axis=2).astype(float)
-    for label, colour in COLOURS.items():
-        hit = labels == label
-        rgb[hit] = (1 - alpha) * rgb[hit] + alpha * np.array(colour)
+def tint(grey: np.ndarray, labels: np.ndarray, label_values: dict, roi: np.ndarray | None = None,
+         alpha: float = 0.4) -> np.ndarray:
+    """RGB uint8: each label tinted in its colour, the ROI's outline drawn."""
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    for name, value in foreground(label_values).items():
+        hit = labels == value
+        rgb[hit] = (1 - alpha) * rgb[hit] + alpha * np.array(colour_of(name))
     if roi is not None and roi.any():
         edge = roi & ~(np.roll(roi, 1, 0) & np.roll(roi, -1, 0) & np.roll(roi, 1, 1) & np.roll(roi, -1, 1))
         rgb[edge] = ROI_COLOUR
     return rgb.astype(np.uint8)
 
 
-def radiological_views(image, labels, roi, affine):
+def radiological_views(image, labels, roi, affine, label_values: dict):
     """(axial, coronal) RGB arrays in radiological display: patient right on the viewer's left."""
     image, ras = to_ras(np.asarray(image, dtype=np.float32), affine)
     labels = to_ras(np.asarray(labels), affine)[0]
@@ -35,18 +39,18 @@ def radiological_views(image, labels, roi, affine):
     lung = labels > 0
     k = int(np.argmax(lung.sum(axis=(0, 1)))) if lung.any() else image.shape[2] // 2
     j = int(round(np.flatnonzero(lung.any(axis=(0, 2))).mean())) if lung.any() else image.shape[1] // 2
-    grey = _grey(image)
+    grey = grey_levels(image)
     # Axial: rows run anterior to posterior, columns patient-right to patient-left.
-    axial = _overlay(grey[::-1, ::-1, k].T, labels[::-1, ::-1, k].T, roi[::-1, ::-1, k].T)
+    axial = tint(grey[::-1, ::-1, k].T, labels[::-1, ::-1, k].T, label_values, roi[::-1, ::-1, k].T)
     # Coronal: rows run superior to inferior, columns patient-right to patient-left.
-    coronal = _overlay(grey[::-1, j, ::-1].T, labels[::-1, j, ::-1].T, roi[::-1, j, ::-1].T)
+    coronal = tint(grey[::-1, j, ::-1].T, labels[::-1, j, ::-1].T, label_values, roi[::-1, j, ::-1].T)
     spacing = np.linalg.norm(ras[:3, :3], axis=0)
     return axial, coronal, spacing
 
 
-def save_preview(path, image, labels, roi, affine, title: str = "", height: int = 384) -> None:
+def save_preview(path, image, labels, roi, affine, label_values: dict, title: str = "", height: int = 384) -> None:
     """Axial and coronal views side by side, with R/L marks, written atomically as PNG."""
-    axial, coronal, spacing = radiological_views(image, labels, roi, affine)
+    axial, coronal, spacing = radiological_views(image, labels, roi, affine, label_values)
     views = [(axial, (spacing[0], spacing[1]))]
     if coronal.shape[0] * spacing[2] >= 0.25 * axial.shape[0] * spacing[1]:  # not for a slice or a slab
         views.append((coronal, (spacing[0], spacing[2])))
@@ -69,3 +73,10 @@ def save_preview(path, image, labels, roi, affine, title: str = "", height: int 
     ImageDraw.Draw(canvas).text((4, 3), title, fill=(255, 255, 255))
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
+
+
+def save_picture_overlay(path, grey: np.ndarray, labels: np.ndarray, label_values: dict) -> None:
+    """A radiograph (rows, cols) as displayed, its lung fields tinted, written atomically as PNG."""
+    rgb = tint(grey_levels(np.asarray(grey, dtype=np.float32)), labels, label_values)
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")

@@ -1,16 +1,17 @@
-"""`lungct train`: a recipe-driven training loop for 2D slice and 3D patch networks.
+"""`lungct train`: a recipe-driven training loop for 2D slice and 3D patch networks, CT and radiographs.
 
 One loop for every network in lungct.networks: MONAI DiceCE loss (Dice weighted more in the first
-epochs when the recipe says so), augmentation on image and label alike, validation on held-apart
-cases (mean Dice per label, whole cases), best and last checkpoints, early stopping, a learning-rate
-schedule, a CSV log and PNG plots. Under torchrun it runs as PyTorch DDP (gloo on CPU, nccl on CUDA):
-every rank trains on its share of samples, validation metrics are all-reduced, only rank 0 writes.
+epochs when the recipe says so), augmentation on image and label alike, a learning-rate schedule, early
+stopping, a CSV log and plots. The network's input chain is the recipe's (or, for a `lungct preprocess`
+folder, the one that made its images) and is written into every checkpoint. Validation runs the shipped
+segmenter itself (input chain, network, post-processing, the way back to the original grid) on the
+validation cases' original inputs and scores against their original-grid references, so the Dice that
+picks best.pt is the Dice `lungct infer` + `lungct evaluate` give. Under torchrun it runs as PyTorch DDP
+(gloo on CPU, nccl on CUDA): each rank trains on its share of samples and validates its share of cases.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
-import datetime as _dt
 import json
 import os
 import random
@@ -20,27 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lungct import __version__
 from lungct.checkpoint import read_checkpoint, save_checkpoint
-from lungct.data import (Case, PatchSampler, SliceSampler, augmentation, load_pair_cases, load_prep_cases,
-                         split_cases)
 from lungct.errors import LungctError
 from lungct.networks import DIMS, build_network, parameter_count
-
-LOG_FIELDS = ["epoch", "loss", "val_mean_dice", "lr", "seconds"]
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu for "auto"; a named device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LungctError(None, f"--device {name}: no CUDA device is available here")
-    return torch.device(name)
+from lungct.trainlog import plot_log, write_log
 
 
 def seed_everything(seed: int) -> None:
@@ -69,6 +53,14 @@ class Distributed:
         torch.distributed.all_reduce(tensor)
         return tensor.tolist()
 
+    def gather(self, mapping: dict) -> dict:
+        """Union of every rank's dict (validation results per case)."""
+        if self.world == 1:
+            return mapping
+        parts = [None] * self.world
+        torch.distributed.all_gather_object(parts, mapping)
+        return {k: v for part in parts for k, v in part.items()}
+
     def wrap(self, network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         if self.world == 1:
             return network
@@ -80,76 +72,31 @@ class Distributed:
             torch.distributed.destroy_process_group()
 
 
-def load_cases(recipe: dict, data: Path | None, images: Path | None, labels: Path | None) -> tuple[list[Case], dict | None]:
-    allowed = {int(v) for v in recipe["labels"].values()}
-    if images:
-        if not labels:
-            raise LungctError(images, "--images needs --labels (a folder of label files matched by case name)")
-        spacing = recipe["input"].get("spacing_mm")
-        return load_pair_cases(images, labels, allowed, spacing, recipe["input"]["window"],
-                               recipe["input"].get("recalibrate", True)), None
-    from lungct.workspace import prep_dir
-
-    return load_prep_cases(data or prep_dir(), labels, allowed)
-
-
-def load_radiograph_cases(recipe: dict, images: Path | None, masks: Path | None,
-                          progress: bool = True) -> tuple[list[Case], list[Case]]:
-    """Radiographs and their masks through the recipe's chain (256 x 256), split as the split file says."""
-    from lungct.cxr.dataset import cxr_training_split, load_cxr_pair
-    from tqdm import tqdm
-
-    if not images or not masks:
-        raise LungctError(images, "radiograph training needs --images and --labels (masks, 0/1 or 0/255)")
-    train_pairs, val_pairs, _ = cxr_training_split(images, masks, recipe)
-    if not train_pairs or not val_pairs:
-        raise LungctError(images, f"{len(train_pairs)} training and {len(val_pairs)} validation radiographs: need both")
-    out = []
-    for pairs in (train_pairs, val_pairs):
-        cases = []
-        for name, image_path, mask_path in tqdm(pairs, desc="radiographs", leave=False, disable=not progress or len(pairs) < 50):
-            image, mask = load_cxr_pair(image_path, mask_path, recipe)
-            cases.append(Case(name, image.astype(np.float32)[..., None], mask.astype(np.uint8)[..., None], np.eye(4)))
-        out.append(cases)
-    return out[0], out[1]
-
-
-def make_sampler(recipe: dict, cases: list[Case], seed: int):
-    settings, dim = recipe.get("data", {}), int(recipe["dim"])
-    fill = float(recipe["input"]["window"].get("b_min", 0.0))
-    size = recipe["input"]["slice_size"] if dim == 2 else recipe["input"]["patch_size"]
-    augment = augmentation(recipe.get("augment", {}), size, seed)
-    if dim == 2:
-        return SliceSampler(cases, size, float(settings.get("negative_share", 0.1)), settings.get("samples_per_epoch"),
-                            augment, fill, seed)
-    return PatchSampler(cases, size, float(settings.get("positive_share", 0.67)), settings.get("samples_per_epoch"),
-                        augment, fill, seed)
+# ---------------------------------------------------------------------------------------------- recipe
 
 
 def make_optimizer(recipe: dict, network: torch.nn.Module):
-    settings = recipe.get("optimizer", {})
-    name, lr = settings.get("name", "adam").lower(), float(settings.get("lr", 1e-3))
-    decay = float(settings.get("weight_decay", 0.0))
+    settings = recipe["optimizer"]
+    name, lr, decay = settings["name"].lower(), float(settings["lr"]), float(settings["weight_decay"])
     if name == "adam":
         return torch.optim.Adam(network.parameters(), lr=lr, weight_decay=decay)
     if name == "adamw":
         return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=decay)
     if name == "sgd":
-        return torch.optim.SGD(network.parameters(), lr=lr, momentum=float(settings.get("momentum", 0.9)),
-                               weight_decay=decay, nesterov=bool(settings.get("nesterov", False)))
+        return torch.optim.SGD(network.parameters(), lr=lr, momentum=float(settings["momentum"]),
+                               weight_decay=decay, nesterov=bool(settings["nesterov"]))
     raise LungctError(recipe.get("source"), f"unknown optimizer '{name}' (adam, adamw, sgd)")
 
 
 def make_scheduler(recipe: dict, optimizer, epochs: int):
-    settings = recipe.get("schedule", {}) or {}
-    name = settings.get("name", "cosine")
+    settings = recipe["schedule"]
+    name = settings["name"]
     if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs),
-                                                          eta_min=float(settings.get("min_lr", 0.0)))
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=float(settings["min_lr"]))
     if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=float(settings.get("factor", 0.5)),
-                                                          patience=int(settings.get("patience", 2)))
-    if name in ("none", "constant", None):
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=float(settings["factor"]),
+                                                          patience=int(settings["patience"]))
+    if name in ("none", "constant"):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     raise LungctError(recipe.get("source"), f"unknown schedule '{name}' (cosine, plateau, constant)")
 
@@ -158,78 +105,132 @@ def make_loss(recipe: dict, epoch: int):
     """DiceCE; during the first `dice_first_epochs` epochs Dice carries `dice_first_weight` (seed schedule)."""
     from monai.losses import DiceCELoss
 
-    settings = recipe.get("loss", {}) or {}
-    dice = float(settings.get("dice_weight", 1.0))
-    if epoch < int(settings.get("dice_first_epochs", 0)):
-        dice = float(settings.get("dice_first_weight", 2.0))
-    return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=dice, lambda_ce=float(settings.get("ce_weight", 1.0)))
+    settings = recipe["loss"]
+    dice = float(settings["dice_first_weight"] if epoch < int(settings["dice_first_epochs"]) else settings["dice_weight"])
+    return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=dice, lambda_ce=float(settings["ce_weight"]))
 
 
-def predict_case(network, case: Case, recipe: dict, device: torch.device, autocast) -> np.ndarray:
-    """Label map of a whole case: 2D slice by slice (sides padded to a multiple of 32), 3D sliding window."""
-    values = np.array(sorted(int(v) for v in recipe["labels"].values()), dtype=np.uint8)
-    fill = float(recipe["input"]["window"].get("b_min", 0.0))
-    image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))
-    with torch.inference_mode(), autocast():
-        if int(recipe["dim"]) == 3:
-            from monai.inferers import SlidingWindowInferer
+def make_sampler(recipe: dict, cases, seed: int):
+    from lungct.sampling import PatchSampler, SliceSampler, augmentation
 
-            inferer = SlidingWindowInferer(list(recipe["input"]["patch_size"]), sw_batch_size=2, overlap=0.5,
-                                           mode="gaussian", cval=fill)
-            index = inferer(image[None, None].to(device), network)[0].argmax(0).cpu().numpy()
-        else:
-            x, y, z = image.shape
-            pad = [(0, (-n) % 32) for n in (x, y)]
-            slices = torch.nn.functional.pad(image.permute(2, 0, 1)[:, None], (0, pad[1][1], 0, pad[0][1]), value=fill)
-            out = []
-            for start in range(0, z, 16):
-                out.append(network(slices[start:start + 16].to(device)).argmax(1).cpu())
-            index = torch.cat(out).permute(1, 2, 0).numpy()[:x, :y]
-    return values[index]
+    settings, dim, inp = recipe["data"], int(recipe["dim"]), recipe["input"]
+    size = inp["slice_size"] if dim == 2 else inp["patch_size"]
+    augment = augmentation(recipe["augment"], size, seed)
+    per_epoch = settings["samples_per_epoch"] or None
+    if dim == 2:
+        return SliceSampler(cases, size, float(settings["negative_share"]), per_epoch, augment, inp["pad_value"], seed)
+    return PatchSampler(cases, size, float(settings["positive_share"]), per_epoch, augment, inp["pad_value"], seed)
 
 
-def dice_per_label(prediction: np.ndarray, truth: np.ndarray, labels: dict) -> dict:
-    """Dice of every foreground label (1.0 when both are empty), via MONAI's DiceMetric."""
-    from monai.metrics import compute_dice
+def model_meta(recipe: dict, network_args: dict, chain: list[dict]) -> dict:
+    """What inference needs to know about the network (the checkpoint's meta without the training record)."""
+    from lungct.recipes import resolved_step
 
-    out = {}
-    for name, value in labels.items():
-        if int(value) == 0:
-            continue
-        p = torch.from_numpy(prediction == int(value))[None, None]
-        t = torch.from_numpy(truth == int(value))[None, None]
-        score = compute_dice(p, t, include_background=True, ignore_empty=False)
-        out[name] = float(score.item())
-    return out
+    inp, dim = recipe["input"], int(recipe["dim"])
+    size_key = "slice_size" if dim == 2 else "patch_size"
+    return {"network": {"name": recipe["network"]["name"], "args": network_args}, "dim": dim,
+            "modality": recipe["modality"], "labels": {str(k): int(v) for k, v in recipe["labels"].items()},
+            "input": {"chain": [resolved_step(s) for s in chain], size_key: inp[size_key],
+                      "pad_value": float(inp["pad_value"])},
+            "inference": dict(recipe["inference"]), "format_version": 2}
 
 
-def checkpoint_meta(recipe: dict, network_args: dict, train_cases, val_cases, prep_recipe, metrics: dict,
-                    epoch: int) -> dict:
-    inp = recipe["input"]
-    return {
-        "network": {"name": recipe["network"]["name"], "args": network_args},
-        "dim": int(recipe["dim"]),
-        "modality": recipe.get("modality", "ct"),
-        "labels": {str(k): int(v) for k, v in recipe["labels"].items()},
-        "input": {"spacing_mm": inp.get("spacing_mm") if prep_recipe is None or recipe.get("modality") == "cxr"
-                  else _prep_spacing(prep_recipe),
-                  "axcodes": inp.get("axcodes", "RAS"), "window": inp["window"],
-                  **({"slice_size": inp["slice_size"]} if int(recipe["dim"]) == 2 else {"patch_size": inp["patch_size"]}),
-                  "preprocess_recipe": prep_recipe},
-        "training": {"recipe": recipe, "cases": len(train_cases), "validation_cases": [c.name for c in val_cases],
-                     "epochs": epoch + 1, "seed": int(recipe.get("seed", 0))},
-        "metrics": metrics,
-        "inference": dict(recipe.get("inference") or {}),  # defaults for lungct infer, e.g. {roi: true}
-        "lungct_version": __version__,
-    }
+# ---------------------------------------------------------------------------------------------- data
 
 
-def _prep_spacing(prep_recipe: dict):
-    for step in prep_recipe.get("transforms") or []:
-        if step.get("name") == "Resampled":
-            spacing = (step.get("args") or {}).get("spacing_mm", 1.0)
-            return [float(s) for s in np.broadcast_to(np.asarray(spacing, dtype=float), (3,))]
-    return None
+def training_data(recipe: dict, data: Path | None, images: Path | None, labels: Path | None,
+                  progress: bool = True) -> tuple[list, list, list[dict]]:
+    """(training cases, validation cases, the network input chain that made their images)."""
+    from lungct import data as cases_from
+    from lungct.recipes import Chain, chain_of
+
+    chain, settings, seed = chain_of(recipe), recipe["data"], int(recipe["seed"])
+    allowed = {int(v) for v in recipe["labels"].values()}
+    assignment = None
+    if recipe["modality"] == "cxr":
+        from lungct.cxr.dataset import cxr_pairs, find_split_file, read_split_file
+
+        images = images or data
+        if not images or not labels:
+            raise LungctError(images, "radiograph training needs --images and --labels (masks, 0/1 or 0/255)")
+        split_file = find_split_file(Path(images), settings["split_file"])
+        assignment = read_split_file(split_file) if split_file else None
+        cases = cases_from.load_radiograph_cases(cxr_pairs(images, labels), Chain(chain, recipe.get("source")), progress)
+    elif images:
+        if not labels:
+            raise LungctError(images, "--images needs --labels (a folder of label files matched by case name)")
+        cases = cases_from.load_pair_cases(images, labels, allowed, Chain(chain, recipe.get("source")))
+    else:
+        from lungct.workspace import prep_dir
+
+        cases, prep_recipe = cases_from.load_prep_cases(data or prep_dir(), labels, allowed)
+        chain = adopt_prep_chain(chain, prep_recipe, data or prep_dir())
+    train_cases, val_cases = cases_from.split_cases(cases, float(settings["validation_fraction"]), seed,
+                                                    settings["validation_cases"], assignment, settings["exclude_cases"])
+    return train_cases, val_cases, chain
+
+
+def adopt_prep_chain(chain: list[dict], prep_recipe: dict | None, where) -> list[dict]:
+    """The recipe's chain with the settings that made the preprocessed images (HU check, spacing,
+    orientation, window) taken from prep/'s own recipe: the network's input is what it trained on."""
+    import copy
+
+    if not prep_recipe:
+        raise LungctError(where, "its case.json records no preprocessing recipe (made by an old lungct?)")
+    made = {s["name"]: s.get("args") or {} for s in prep_recipe.get("transforms") or []}
+    if (made.get("MaskOutsideROId") or {}).get("enabled"):
+        return [s for s in prep_recipe["transforms"]]  # the image depends on the whole chain
+    chain = copy.deepcopy(chain)
+    adopt = {"CheckHUCalibrationd": ("recalibrate", "tolerance_hu"), "Resampled": ("spacing_mm", "axcodes"),
+             "HUWindowd": ("a_min", "a_max", "b_min", "b_max")}
+    for step in chain:
+        for key in adopt.get(step["name"], ()):
+            if key in made.get(step["name"], {}):
+                step.setdefault("args", {})[key] = made[step["name"]][key]
+    return chain
+
+
+class Validation:
+    """The validation cases through the shipped segmenter: their input chain runs once (cached), each
+    epoch runs the network, the post-processing and the way back to the original grid, and scores Dice
+    per label against the original-grid reference with the function `lungct evaluate` uses."""
+
+    def __init__(self, cases: list, network: torch.nn.Module, meta: dict, device: torch.device):
+        from lungct.data import read_reference
+        from lungct.engine import make_segmenter
+        from lungct.models import Model, autocast_dtype
+
+        self.model = Model(network, meta, device, autocast_dtype(device, "auto"))
+        self.segmenter = make_segmenter(self.model, binary=meta["modality"] == "cxr")
+        self.items = []
+        for case in cases:
+            if case.source is None or not Path(case.source).exists():
+                raise LungctError(case.source, f"validation case '{case.name}': its original input is gone; validation "
+                                               "runs the shipped inference on the original inputs")
+            prepared = self.segmenter.prepare(self.segmenter.read(case.source))
+            self.items.append((case.name, prepared, read_reference(case.reference)[0]))
+        self.labels = {n: int(v) for n, v in meta["labels"].items() if int(v) != 0}
+
+    def score(self) -> dict:
+        """{case: {label name: Dice}} of this rank's validation cases."""
+        from lungct.metrics import overlap
+
+        self.model.network.eval()
+        out = {}
+        for name, prepared, reference in self.items:
+            labels = self.segmenter.finish(prepared).labels.reshape(reference.shape)
+            out[name] = {label: overlap(labels == v, reference == v)["dice"] for label, v in self.labels.items()}
+        return out
+
+
+def mean_dice(per_case: dict) -> tuple[float, dict]:
+    """(mean over labels of the per-label mean over cases, {label: mean})."""
+    labels = sorted({label for scores in per_case.values() for label in scores})
+    per_label = {label: float(np.mean([scores[label] for scores in per_case.values()])) for label in labels}
+    return float(np.mean(list(per_label.values()))), per_label
+
+
+# ---------------------------------------------------------------------------------------------- loop
 
 
 def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | None = None,
@@ -238,29 +239,22 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     """Train as the recipe says; returns the best validation metrics. Writes best.pt, last.pt, log.csv, plots."""
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
-    seed = int(recipe.get("seed", 0))
+    from lungct.models import pick_device
+
+    out_dir, seed, dim = Path(out_dir), int(recipe["seed"]), int(recipe["dim"])
     seed_everything(seed)
     dev = pick_device(device)
     dist = Distributed(dev)
-    dim = int(recipe["dim"])
     name = recipe["network"]["name"]
     if DIMS.get(name) != dim:
         raise LungctError(recipe.get("source"), f"network '{name}' is not a {dim}D network")
-
-    settings = recipe.get("data", {})
-    if recipe.get("modality") == "cxr":
-        train_cases, val_cases = load_radiograph_cases(recipe, images or data, labels, progress and dist.main)
-        prep_recipe = {"name": recipe.get("name"), "transforms": recipe.get("transforms")}
-    else:
-        cases, prep_recipe = load_cases(recipe, data, images, labels)
-        train_cases, val_cases = split_cases(cases, float(settings.get("validation_fraction", 0.2)), seed,
-                                             settings.get("validation_cases"))
+    train_cases, val_cases, chain = training_data(recipe, data, images, labels, progress and dist.main)
     sampler_data = make_sampler(recipe, train_cases, seed + dist.rank)
-    network_args = {"in_channels": 1, "out_channels": len(recipe["labels"]), **(recipe["network"].get("args") or {})}
+    network_args = {"in_channels": 1, "out_channels": len(recipe["labels"]), **(recipe["network"]["args"] or {})}
     network = build_network(name, **network_args).to(dev)
+    meta = model_meta(recipe, network_args, chain)
     optimizer = make_optimizer(recipe, network)
-    epochs = int(recipe.get("epochs", 20))
+    epochs = int(recipe["epochs"])
     scheduler = make_scheduler(recipe, optimizer, epochs)
     state = {"epoch": -1, "best": -1.0, "best_epoch": -1, "stale": 0, "history": []}
     if resume:
@@ -269,15 +263,18 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
         optimizer.load_state_dict(payload["extra"]["optimizer"])
         scheduler.load_state_dict(payload["extra"]["scheduler"])
         state = payload["extra"]["state"]
+        _set_rng_states(payload["extra"].get("rng"))
         log(f"resuming after epoch {state['epoch'] + 1} (best validation Dice {state['best']:.4f})")
+    validation = Validation(val_cases[dist.rank::dist.world], network, meta, dev)
     model = dist.wrap(network, dev)
-    use_amp = dev.type == "cuda" and recipe.get("amp", True)
+    use_amp = dev.type == "cuda" and recipe["amp"]
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)) \
         if use_amp else contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()) if use_amp else None
-    patience = int((recipe.get("early_stopping") or {}).get("patience", 0))
-    budget_s = 60.0 * float(recipe["time_budget_min"]) if recipe.get("time_budget_min") else None
-    batch_size = int(recipe.get("batch_size", 8))
+    patience = int(recipe["early_stopping"]["patience"])
+    budget_s = 60.0 * float(recipe["time_budget_min"]) if recipe["time_budget_min"] else None
+    batch_size = int(recipe["batch_size"])
+    summary = {"recipe": recipe, "cases": len(train_cases), "validation_cases": [c.name for c in val_cases], "seed": seed}
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=1, default=str))
@@ -290,7 +287,8 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
         sampler = (torch.utils.data.distributed.DistributedSampler(sampler_data, dist.world, dist.rank, shuffle=False)
                    if dist.world > 1 else None)
         loader = torch.utils.data.DataLoader(sampler_data, batch_size=batch_size, sampler=sampler, shuffle=False,
-                                             num_workers=int(recipe.get("loader_workers", 0)), drop_last=len(sampler_data) > batch_size)
+                                             num_workers=int(recipe["loader_workers"]),
+                                             drop_last=len(sampler_data) > batch_size)
         loss_fn = make_loss(recipe, epoch)
         model.train()
         total, count = 0.0, 0
@@ -314,43 +312,34 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
         loss_sum, loss_count = dist.sum([total, count])
         mean_loss = loss_sum / max(loss_count, 1)
 
-        model.eval()
-        per_label = {n: [0.0, 0.0] for n, v in recipe["labels"].items() if int(v) != 0}
-        for case in val_cases[dist.rank::dist.world]:
-            scores = dice_per_label(predict_case(network, case, recipe, dev, autocast), case.labels, recipe["labels"])
-            for label_name, score in scores.items():
-                per_label[label_name][0] += score
-                per_label[label_name][1] += 1
-        flat = dist.sum([x for pair in per_label.values() for x in pair])
-        dice = {n: flat[2 * i] / max(flat[2 * i + 1], 1) for i, n in enumerate(per_label)}
-        mean_dice = float(np.mean(list(dice.values())))
+        per_case = dist.gather(validation.score())
+        dice_mean, dice = mean_dice(per_case)
         lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(mean_dice)
+            scheduler.step(dice_mean)
         else:
             scheduler.step()
-        improved = mean_dice > state["best"]
+        improved = dice_mean > state["best"]
         if improved:
-            state.update(best=mean_dice, best_epoch=epoch, stale=0)
+            state.update(best=dice_mean, best_epoch=epoch, stale=0, best_dice=dice, best_cases=per_case)
         else:
             state["stale"] += 1
         state["epoch"] = epoch
-        row = {"epoch": epoch + 1, "loss": round(mean_loss, 5), "val_mean_dice": round(mean_dice, 5),
+        row = {"epoch": epoch + 1, "loss": round(mean_loss, 5), "val_mean_dice": round(dice_mean, 5),
                **{f"dice_{n}": round(v, 5) for n, v in dice.items()}, "lr": lr,
                "seconds": round(time.perf_counter() - started, 2)}
         state["history"].append(row)
-        if improved:
-            state["best_dice"] = dice
         if dist.main:
             metrics = {"best_epoch": state["best_epoch"] + 1, "val_mean_dice": round(state["best"], 5),
-                       "val_dice": state["best_dice"]}
-            meta = checkpoint_meta(recipe, network_args, train_cases, val_cases, prep_recipe, metrics, epoch)
+                       "val_dice": state["best_dice"], "val_cases": state["best_cases"]}
+            record = {**meta, "training": {**summary, "epochs": epoch + 1}, "metrics": metrics}
             if improved:
-                save_checkpoint(out_dir / "best.pt", network, meta)
-            save_checkpoint(out_dir / "last.pt", network, meta,
-                            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state})
+                save_checkpoint(out_dir / "best.pt", network, record)
+            save_checkpoint(out_dir / "last.pt", network, record,
+                            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
+                             "rng": _rng_states()})
             write_log(out_dir, state["history"])
-            log(f"epoch {epoch + 1}: loss {mean_loss:.4f}, validation Dice {mean_dice:.4f} "
+            log(f"epoch {epoch + 1}: loss {mean_loss:.4f}, validation Dice {dice_mean:.4f} "
                 f"({', '.join(f'{n} {v:.4f}' for n, v in dice.items())}), {row['seconds']:.0f} s"
                 + (" *best" if improved else ""))
         if patience and state["stale"] >= patience:
@@ -369,43 +358,19 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     return {"best_epoch": state["best_epoch"] + 1, "val_mean_dice": state["best"], "val_dice": state.get("best_dice")}
 
 
-def write_log(out_dir: Path, history: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for row in history for k in row))
-    temporary = out_dir / ".log.csv.tmp"
-    with temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fields)
-        writer.writeheader()
-        writer.writerows(history)
-    temporary.replace(out_dir / "log.csv")
+def _rng_states() -> dict:
+    """The random number generators' states, so a resumed run draws what an uninterrupted one would."""
+    _, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"python": repr(random.getstate()), "numpy": [keys.tolist(), int(position), int(has_gauss), float(gauss)],
+            "torch": torch.get_rng_state().tolist()}
 
 
-def plot_log(out_dir: Path, history: list[dict]) -> None:
-    """loss.png, dice.png and lr.png from the epoch log."""
-    if not history:
+def _set_rng_states(states: dict | None) -> None:
+    import ast
+
+    if not states:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    dice_keys = [k for k in history[0] if k.startswith("dice_")] + ["val_mean_dice"]
-    for filename, keys, ylabel in (("loss.png", ["loss"], "training loss"), ("dice.png", dice_keys, "validation Dice"),
-                                   ("lr.png", ["lr"], "learning rate")):
-        figure, axes = plt.subplots(figsize=(6, 3.5))
-        for key in keys:
-            axes.plot(epochs, [row.get(key) for row in history], marker="o", label=key)
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(ylabel)
-        if len(keys) > 1:
-            axes.legend()
-        figure.tight_layout()
-        figure.savefig(out_dir / filename, dpi=90)
-        plt.close(figure)
-
-
-def default_run_dir(recipe: dict) -> Path:
-    from lungct.workspace import runs_dir
-
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return runs_dir() / f"{recipe.get('name', 'train')}-{stamp}"
+    random.setstate(ast.literal_eval(states["python"]))
+    keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))

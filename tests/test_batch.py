@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lungct.batch import run_tasks, shard, torch_threads_per_task
+from lungct.batch import Outcome, run_cases, shard, threads_per_task
 from lungct.cli import main
 from lungct.errors import LungctError
-from lungct.preprocess import CaseOutcome, preprocess_batch
+from lungct.ct.preprocess import preprocess_batch
 from lungct.recipes import load_recipe
 from phantoms import make_phantom, write_nifti
 
@@ -85,12 +85,12 @@ def _dies_on_case1(item, out_dir):
     if item == "case1":
         Path(out_dir, ".tmp-case1-partial").mkdir()
         os._exit(1)
-    return CaseOutcome(item, item, "ok")
+    return Outcome(item, item, "ok")
 
 
 def test_a_dying_worker_fails_only_its_case(tmp_path):
-    lost = lambda item, err: CaseOutcome(item, item, "failed", f"worker lost ({type(err).__name__})")  # noqa: E731
-    outcomes = list(run_tasks(_dies_on_case1, ["case0", "case1"], str(tmp_path), workers=2, on_crash=lost))
+    outcomes = run_cases(_dies_on_case1, ["case0", "case1"], str(tmp_path), workers=2, progress=False,
+                         log=lambda m: None)
     statuses = {o.name: o.status for o in outcomes}
     assert statuses["case1"] == "failed" and "worker lost" in next(o.reason for o in outcomes if o.name == "case1")
 
@@ -129,10 +129,10 @@ def test_unreachable_scheduler_is_one_clear_line(tmp_path, scans):
 def test_local_cluster_workers_share_the_cores(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.delenv("LUNGCT_TORCH_THREADS", raising=False)
-    assert [torch_threads_per_task(f"local:{n}") for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
-    assert torch_threads_per_task("tcp://head:8786") == 1
+    assert [threads_per_task(f"local:{n}") for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    assert threads_per_task("tcp://head:8786") == 1
     monkeypatch.setenv("LUNGCT_TORCH_THREADS", "4")
-    assert torch_threads_per_task("tcp://head:8786") == 4
+    assert threads_per_task("tcp://head:8786") == 4
 
 
 def test_dask_inference_matches_the_local_run(tmp_path, scans):

@@ -8,13 +8,40 @@ import numpy as np
 import pytest
 
 import cxr_phantoms as P
-from lungct.cxr import (CT_VOLUME_REFUSAL, cxr_pairs, cxr_recipe, cxr_training_split, detect_modality,
-                        field_areas_cm2, finish_cxr, load_cxr_pair, load_radiograph, modality_mismatch,
-                        postprocess_cxr, prepare_cxr, read_cxr_mask, split_fields, to_original, write_cxr_mask)
+from lungct.cxr.dataset import cxr_pairs
+from lungct.io.radiograph import read_cxr_mask
+from lungct.cxr.postprocess import field_areas_cm2, finish_cxr, postprocess_cxr, split_fields
+from lungct.cxr.segmenter import write_png
+from lungct.cxr.transforms import (EqualiseHistogramd, LocalContrastNormalised, ResizePadd, ScaleGreyd,
+                                   nearest_resize, to_original)
 from lungct.errors import LungctError
-from lungct.recipes import Chain, load_recipe
-from lungct.transforms.cxr import (EqualiseHistogramd, LocalContrastNormalised, ResizePadd, ScaleGreyd,
-                                   nearest_resize)
+from lungct.io import discover
+from lungct.io.discover import CT_REFUSAL
+from lungct.io.radiograph import CT_VOLUME_REFUSAL, Radiograph, load_radiograph
+from lungct.recipes import Chain, chain_of, load_recipe
+
+
+def detect_modality(path: Path) -> str | None:
+    """The modality discovery gives a file or folder (None when it holds no case lungct takes)."""
+    try:
+        kinds = {c.modality for c in discover([path]) if not c.problem}
+    except LungctError:  # not a file lungct reads at all
+        return None
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def prepare_cxr(radiograph, recipe="cxr-2d", mask=None):
+    """The radiograph recipe's chain on an image (and mask), as training and inference run it."""
+    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    data = {"image": radiograph.array[None].astype(np.float32),
+            "case": {"spacing_mm": radiograph.spacing_mm, "patient_right_on_image_left": True}}
+    if mask is not None:
+        data["mask"] = mask[None].astype(np.uint8)
+    out = Chain.of(recipe)(data)
+    image = np.asarray(out["image"], dtype=np.float32)[0]
+    if mask is None:
+        return image, out["case"]
+    return image, np.asarray(out["mask"], dtype=np.uint8)[0], out["case"]
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -170,7 +197,7 @@ def test_ct_given_to_the_radiograph_path_is_refused(tmp_path):
         with pytest.raises(LungctError) as err:
             load_radiograph(path)
         assert str(err.value) == f"{path}: {CT_VOLUME_REFUSAL}"
-        assert "is a CT volume, not a radiograph; use the CT model or --modality" in str(modality_mismatch(path, "cxr"))
+        assert discover([path])[0].refusal("cxr") == CT_REFUSAL
     with pytest.raises(LungctError, match="is a folder"):
         load_radiograph(tmp_path)
 
@@ -184,10 +211,7 @@ def test_radiograph_given_to_the_ct_path_is_refused_consistently(tmp_path, phant
         load_scan(png)
     with pytest.raises(LungctError, match=r"DX \(a radiograph\)"):
         load_scan(dx)
-    message = str(modality_mismatch(png, "ct"))
-    assert message.startswith(f"{png}: is a 2D picture (PNG), not a CT scan") and "--modality cxr" in message
-    assert "DICOM DX image, not a CT scan" in str(modality_mismatch(dx, "ct"))
-    assert modality_mismatch(png, "cxr") is None and modality_mismatch(dx, "cxr") is None
+    assert discover([png])[0].refusal("cxr") is None and discover([dx])[0].refusal("cxr") is None
 
 
 def test_bad_files_are_refused_with_one_line(tmp_path, phantom):
@@ -220,36 +244,34 @@ def test_bad_files_are_refused_with_one_line(tmp_path, phantom):
 
 def test_recipe_chain_gives_256_in_unit_range_and_steps_are_settable(phantom):
     recipe = load_recipe("cxr-2d")
-    assert recipe["modality"] == "cxr" and recipe["labels"] == {"background": 0, "lung": 1}
-    assert [t["name"] for t in recipe["transforms"]] == ["ScaleGreyd", "ResizePadd", "EqualiseHistogramd",
-                                                         "LocalContrastNormalised"]
+    assert recipe["modality"] == "cxr" and recipe["labels"] == {"background": 0, "lungs": 1}
+    assert [t["name"] for t in chain_of(recipe)] == ["ScaleGreyd", "ResizePadd", "EqualiseHistogramd",
+                                                     "LocalContrastNormalised"]
     image, record = prepare_cxr(load_radiograph_from(phantom.image), recipe)
     assert image.shape == (256, 256) and image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.05
     assert record["resize"] == {"original_shape": [240, 200], "resized_shape": [256, 213], "size": [256, 256],
                                 "pad": [[0, 0], [21, 22]]}
-    clahe = cxr_recipe("cxr-2d", {"EqualiseHistogramd.method": "clahe", "LocalContrastNormalised.to_unit": False})
+    clahe = load_recipe("cxr-2d", {"EqualiseHistogramd.method": "clahe", "LocalContrastNormalised.to_unit": False})
     other, _ = prepare_cxr(load_radiograph_from(phantom.image), clahe)
     assert other.shape == (256, 256) and not np.allclose(other, image)
     for variant in ("cxr-2d-unet32", "cxr-2d-segnet", "cxr-2d-segnet-sgd", "cxr-2d-resunet50"):
         loaded = load_recipe(variant)
-        Chain(loaded)
-        assert loaded["modality"] == "cxr" and loaded["transforms"] == recipe["transforms"]
+        Chain.of(loaded)
+        assert loaded["modality"] == "cxr" and chain_of(loaded) == chain_of(recipe)
     assert load_recipe("cxr-2d-resunet50")["optimizer"] == {"name": "sgd", "lr": 0.001, "momentum": 0.9,
-                                                           "weight_decay": 0.0001}
+                                                           "weight_decay": 0.0001, "nesterov": False}
     assert load_recipe("cxr-2d-unet32")["network"]["args"]["channels"] == [32, 64, 128, 256, 512]
 
 
 def load_radiograph_from(image: np.ndarray):
-    from lungct.cxr import Radiograph
-
     return Radiograph(image.astype(np.float32), None, Path("phantom.png"), image.shape)
 
 
 def test_histogram_equalisation_ignores_padding_and_flattens_the_histogram(phantom):
     data = ResizePadd(size=(256, 256))({"image": phantom.image[None].astype(np.float32)})
     out = EqualiseHistogramd()(data)["image"][0]
-    (top, bottom), (left, right) = data["cxr"]["resize"]["pad"]
+    (top, bottom), (left, right) = data["case"]["resize"]["pad"]
     inner = out[top:256 - bottom, left:256 - right]
     assert np.all(out[:, :left] == 0) and np.all(out[:, 256 - right:] == 0)
     assert abs(np.mean(inner < 0.5) - 0.5) < 0.05  # equalised: half the pixels below mid-grey
@@ -284,14 +306,14 @@ def test_mask_round_trip_is_exact_on_integer_ratios(shape):
     assert mask.shape == shape
     data = ResizePadd(size=size)({"image": np.zeros((1, *shape), np.float32), "mask": mask[None]})
     assert data["mask"].shape == (1, 256, 256) and data["image"].shape == (1, 256, 256)
-    back = to_original(data["mask"][0], data["cxr"])
+    back = to_original(data["mask"][0], data["case"])
     assert back.shape == shape and back.dtype == mask.dtype and np.array_equal(back, mask)
 
 
 @pytest.mark.parametrize("shape", [(300, 217), (181, 333), (1000, 823)])
 def test_mask_round_trip_on_any_size_keeps_dice_above_0_99(shape):
     phantom = P.make_cxr(shape, seed=2)
-    image, mask_256, record = prepare_cxr(load_radiograph_from(phantom.image), "cxr-2d", mask=phantom.mask)
+    image, mask_256, record = prepare_cxr(load_radiograph_from(phantom.image), mask=phantom.mask)
     assert image.shape == mask_256.shape == (256, 256) and set(np.unique(mask_256)) == {0, 1}
     back = to_original(mask_256, record)
     assert back.shape == shape and P.dice(back, phantom.mask) > 0.99
@@ -300,10 +322,8 @@ def test_mask_round_trip_on_any_size_keeps_dice_above_0_99(shape):
 
 
 def test_finish_cxr_returns_right_left_labels_and_areas_at_the_original_size(phantom):
-    from lungct.cxr import Radiograph
-
     radiograph = Radiograph(phantom.image.astype(np.float32), (0.5, 0.4), Path("p.png"), phantom.image.shape)
-    _, mask_256, record = prepare_cxr(radiograph, "cxr-2d", mask=phantom.mask)
+    _, mask_256, record = prepare_cxr(radiograph, mask=phantom.mask)
     probability = mask_256 * 0.9 + 0.05
     result = finish_cxr(probability, record)
     assert result.mask.shape == phantom.image.shape and result.labels is not None
@@ -312,10 +332,6 @@ def test_finish_cxr_returns_right_left_labels_and_areas_at_the_original_size(pha
     assert result.areas_cm2["right_lung"] == pytest.approx(expected["right_lung"], rel=0.03)
     assert result.areas_cm2["left_lung"] == pytest.approx(expected["left_lung"], rel=0.03)
     assert result.areas_cm2["total"] == pytest.approx(result.areas_cm2["right_lung"] + result.areas_cm2["left_lung"], abs=0.02)
-    scores = np.stack([1 - probability, probability])  # two-channel network scores work too
-    assert np.array_equal(finish_cxr(np.log(scores), record).output, result.output)
-    labels_in = finish_cxr(mask_256, record)  # integer labels: nearest back
-    assert P.dice(labels_in.mask, phantom.mask) > 0.99
     no_spacing = finish_cxr(probability, {**record, "spacing_mm": None})
     assert no_spacing.areas_cm2 is None
 
@@ -357,20 +373,18 @@ def test_field_areas_need_spacing():
     mask = np.zeros((10, 20), np.uint8)
     mask[:, :5], mask[:, 10:18] = 1, 2
     assert field_areas_cm2(mask, (2.0, 1.0)) == {"right_lung": 1.0, "left_lung": 1.6, "total": 2.6}
-    assert field_areas_cm2(mask > 0, 1.0) == {"lung": 1.3, "total": 1.3}
+    assert field_areas_cm2(mask > 0, 1.0) == {"lungs": 1.3, "total": 1.3}
     assert field_areas_cm2(mask, None) is None
 
 
-def test_write_cxr_mask_png(tmp_path, phantom):
-    binary = write_cxr_mask(tmp_path / "m.png", phantom.mask)
+def test_write_png_masks(tmp_path, phantom):
+    binary = write_png(tmp_path / "m.png", phantom.mask * 255)
     assert np.array_equal(read_cxr_mask(binary), phantom.mask)
     from PIL import Image
 
     assert set(np.unique(np.asarray(Image.open(binary)))) == {0, 255}
-    labelled = write_cxr_mask(tmp_path / "l.png", phantom.lungs)
+    labelled = write_png(tmp_path / "l.png", phantom.lungs)
     assert np.array_equal(np.asarray(Image.open(labelled)), phantom.lungs)
-    with pytest.raises(LungctError, match="exists"):
-        write_cxr_mask(binary, phantom.mask, overwrite=False)
     assert not list(tmp_path.glob(".*tmp*"))
 
 
@@ -397,17 +411,19 @@ def test_cxr_pairs_match_images_to_masks_and_follow_the_split_file(pair_folders)
     assert pairs[3][2].name == "case3_mask.png"
     assert [p[0] for p in cxr_pairs(images, masks, splits, "train")] == ["case0", "case2", "case3"]
     assert [p[0] for p in cxr_pairs(images, masks, splits, "validation")] == ["case1"]
-    train, validation, used = cxr_training_split(images, masks, load_recipe("cxr-2d"))
-    assert used == splits and [p[0] for p in validation] == ["case1"] and len(train) == 3
+    from lungct.training import training_data
+
+    def split(**overrides):
+        train, validation, _ = training_data(load_recipe("cxr-2d", overrides), None, images, masks, progress=False)
+        return [c.name for c in train], [c.name for c in validation]
+
+    assert split() == (["case0", "case2", "case3"], ["case1"])  # splits.csv beside the images folder
     # exclude_cases leaves training only; validation stays whole, with or without a split file
-    recipe = load_recipe("cxr-2d", {"data.exclude_cases": ["case2", "case1"]})
-    train, validation, _ = cxr_training_split(images, masks, recipe)
-    assert [p[0] for p in train] == ["case0", "case3"] and [p[0] for p in validation] == ["case1"]
-    recipe = load_recipe("cxr-2d", {"data.exclude_cases": ["case2"], "data.split_file": None,
-                                    "data.validation_cases": ["case0"], "data.validation_fraction": 0})
-    train, validation, _ = cxr_training_split(images, masks, recipe)
-    assert [p[0] for p in train] == ["case1", "case3"] and [p[0] for p in validation] == ["case0"]
-    image, mask = load_cxr_pair(pairs[0][1], pairs[0][2])
+    assert split(**{"data.exclude_cases": ["case2", "case1"]}) == (["case0", "case3"], ["case1"])
+    assert split(**{"data.exclude_cases": ["case2"], "data.split_file": "none", "data.validation_cases": ["case0"],
+                    "data.validation_fraction": 0}) == (["case1", "case3"], ["case0"])
+    train, _, _ = training_data(load_recipe("cxr-2d"), None, images, masks, progress=False)
+    image, mask = train[0].image[..., 0], train[0].labels[..., 0]
     assert image.shape == mask.shape == (256, 256) and image.dtype == np.float32 and mask.dtype == np.uint8
     assert set(np.unique(mask)) == {0, 1} and 0 <= image.min() and image.max() <= 1
     with pytest.raises(LungctError, match="no image is in split 'test'"):
@@ -450,7 +466,7 @@ def test_real_radiographs_masks_and_split(real_cxr):
     for name, image_path, mask_path in validation[::10]:
         radiograph = load_radiograph(image_path)
         assert radiograph.array.shape == (256, 256) and radiograph.photometric["bits"] == 8
-        image, mask = load_cxr_pair(image_path, mask_path)
+        image, mask, _ = prepare_cxr(radiograph, mask=read_cxr_mask(mask_path))
         reference = read_cxr_mask(mask_path)
         assert np.array_equal(mask, reference)  # 256 x 256 already: the mask is untouched
         assert 0 <= image.min() and image.max() <= 1

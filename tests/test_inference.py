@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from lungct.cli import main
 from lungct.errors import LungctError
 from lungct.io import load_scan
-from lungct.postprocess import fill_holes, keep_main_components, restrict_to_roi
+from lungct.ct.postprocess import fill_holes, keep_main_components, restrict_to_roi
 from phantoms import dice, make_phantom, orientations, write_dicom_series, write_itk, write_nifti
 
 SPACING = 3.0
@@ -37,6 +37,7 @@ def tiny_network(dim: int):
 
 
 def checkpoint_meta(dim: int, name: str, args: dict) -> dict:
+    """Meta in lungct 0.1's form (no recorded input chain): loading it also tests the upgrade."""
     size = {"slice_size": [96, 96]} if dim == 2 else {"patch_size": [32, 32, 32]}
     return {"network": {"name": name, "args": args}, "dim": dim, "modality": "ct", "labels": LABELS,
             "input": {"spacing_mm": [SPACING] * 3, "axcodes": "RAS", "window": WINDOW, **size,
@@ -91,9 +92,9 @@ def model_3d(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def segmenter(model_2d):
-    from lungct.inference import Segmenter
+    from lungct.ct.segmenter import CTSegmenter
 
-    return Segmenter(model_2d, device="cpu")
+    return CTSegmenter.load(model_2d, device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +157,7 @@ def test_anisotropic_scan_volumes_in_the_sidecar_match_the_truth(tmp_path, model
     assert set(record["timings_s"]) >= {"read", "preprocess", "network", "postprocess", "write", "total"}
     assert record["model"]["path"] == str(model_2d) and record["model"]["dim"] == 2
     assert isinstance(record["warnings"], list) and record["hu_calibration"]["status"] == "ok"
-    assert (tmp_path / "mask.png").stat().st_size > 1000
+    assert (tmp_path / "mask-preview.png").stat().st_size > 1000
 
 
 def test_3d_model_runs_through_the_sliding_window_and_keeps_geometry(tmp_path, model_3d, phantoms):
@@ -175,12 +176,12 @@ def test_3d_model_runs_through_the_sliding_window_and_keeps_geometry(tmp_path, m
 
 
 def test_repeated_runs_give_identical_masks(segmenter, phantoms, model_2d):
-    from lungct.inference import Segmenter
+    from lungct.ct.segmenter import CTSegmenter
 
     scan = load_scan_from(phantoms["flipped"])
     first = segmenter.segment(scan).labels
     assert np.array_equal(first, segmenter.segment(scan).labels)
-    assert np.array_equal(first, Segmenter(model_2d, device="cpu").segment(scan).labels)
+    assert np.array_equal(first, CTSegmenter.load(model_2d, device="cpu").segment(scan).labels)
 
 
 def load_scan_from(phantom):
@@ -212,7 +213,10 @@ def test_batch_with_a_corrupt_file_does_the_others_reports_it_and_resumes(tmp_pa
     assert "2 done, 0 skipped (already done), 1 failed" in result.output
     for case in ("a", "b"):
         assert (tmp_path / "masks" / f"{case}.nii.gz").is_file() and (tmp_path / "masks" / f"{case}.json").is_file()
-    assert not [p for p in (tmp_path / "masks").iterdir() if p.name.startswith(".") or "broken" in p.name]
+    assert not [p for p in (tmp_path / "masks").iterdir() if p.name.startswith(".") or p.name == "broken.nii.gz"]
+    failure = json.loads((tmp_path / "masks" / "broken.json").read_text())  # the QC page lists it
+    assert failure["status"] == "failed" and failure["reason"] == failed[0][len("FAILED "):]
+    assert (tmp_path / "masks" / "report.html").is_file()
     before = (tmp_path / "masks" / "a.nii.gz").stat().st_mtime_ns
     again = infer(scans, "-o", tmp_path / "masks", "--model", model_2d)
     assert again.exit_code == 1 and "0 done, 2 skipped (already done), 1 failed" in again.output
@@ -246,7 +250,7 @@ def test_existing_output_is_not_overwritten_without_overwrite(tmp_path, model_2d
 
 
 def test_model_lookup_by_path_name_and_latest(tmp_path, monkeypatch, model_2d):
-    from lungct.inference import resolve_model
+    from lungct.models import resolve_model
 
     assert resolve_model(str(model_2d)) == model_2d
     with pytest.raises(LungctError, match="no such checkpoint file or shipped model"):
@@ -263,11 +267,11 @@ def test_model_lookup_by_path_name_and_latest(tmp_path, monkeypatch, model_2d):
 
 
 def test_cpu_bf16_autocast_gives_nearly_the_same_mask(segmenter, model_2d, phantoms):
-    from lungct.inference import Segmenter
+    from lungct.ct.segmenter import CTSegmenter
 
     scan = load_scan_from(phantoms["RAS"])
     fp32 = segmenter.segment(scan).labels
-    bf16 = Segmenter(model_2d, device="cpu", precision="bf16").segment(scan).labels
+    bf16 = CTSegmenter.load(model_2d, device="cpu", precision="bf16").segment(scan).labels
     assert dice(bf16 == 1, fp32 == 1) > 0.98 and dice(bf16 == 2, fp32 == 2) > 0.98
 
 
@@ -281,7 +285,9 @@ def test_postprocess_drops_specks_keeps_a_large_second_part_and_fills_holes():
     labels[36:38, 36:38, 5:6] = 1  # a speck outside label 2: dropped
     labels[20:38, 5:35, 2:18] = 2
     labels[25:30, 15:20, 8] = 0  # a hole inside label 2 on one slice: filled
-    cleaned = fill_holes(keep_main_components(labels, [1, 2], 0.1), [1, 2])
+    kept, counts = keep_main_components(labels, [1, 2], 0.1)
+    assert counts == {1: 2, 2: 1}
+    cleaned = fill_holes(kept, [1, 2])
     assert cleaned[2:15, 2:38, 12:18].all() and cleaned[2:15, 2:38, 2:10].all()
     assert (cleaned[36:38, 36:38, 5] == 0).all()
     assert (cleaned[25:30, 15:20, 8] == 2).all()

@@ -139,7 +139,7 @@ def test_dicom_mr_series_is_refused(tmp_path, phantom):
                                 intercept=-1024.0)
     with pytest.raises(LungctError) as err:
         load_scan(tmp_path / "mr")
-    assert_one_line_error(err, tmp_path / "mr", "Modality is MR", "CT")
+    assert_one_line_error(err, tmp_path / "mr", "Modality MR", "CT")
 
 
 def test_folder_with_two_series(tmp_path, phantom, phantom_variants):

@@ -24,7 +24,7 @@ import lungct
 import phantoms
 from lungct.cli import main
 from lungct.geometry import orientation_code
-from lungct.preprocess import CASE_FILES, preprocess_scan, write_case
+from lungct.ct.preprocess import CASE_FILES, preprocess_scan, write_case
 from lungct.recipes import load_recipe, recipe_digest
 
 SET_2MM = ["--set", "Resampled.spacing_mm=2"]
@@ -37,7 +37,7 @@ GOOD = {  # case name -> (input inside scans/, phantom variant, phantom kind)
     f"two_{UID_B}": ("two", "oblique", "plain"),
 }
 BAD = {"bad": ("bad.png", "2D picture"), "broken": ("broken.nii.gz", "cannot read NIfTI"),
-       "mr": ("mr", "Modality is MR")}
+       "mr": ("mr", "Modality MR")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,7 +124,7 @@ def test_summary_and_failure_tables(batch):
     for name in GOOD:
         row = rows[name]
         assert row["status"] == "ok"
-        right, left, total = float(row["right_ml"]), float(row["left_ml"]), float(row["total_ml"])
+        right, left, total = float(row["right_lung_ml"]), float(row["left_lung_ml"]), float(row["total_ml"])
         assert right > 300 and left > 300 and abs(total - right - left) <= 0.11
     assert "hu_miscalibrated" in rows["chest-790"]["flags"]
     failures = {row["case"]: row for row in read_csv(batch["out"] / "failures.csv")}
@@ -185,17 +185,17 @@ def test_case_json_records_the_case(batch):
     ph = truth_phantom("flipped", "plain")
     assert record["case"] == "chest" and record["status"] == "ok"
     assert record["lungct_version"] == lungct.__version__
-    assert record["sources"] == [str(batch["scans"] / "chest.nii.gz")]
+    assert record["sources"] == [str((batch["scans"] / "chest.nii.gz").resolve())]
     assert record["format"] == "nii.gz" and record["modality"] == "CT"
     assert record["input"]["shape"] == list(ph.array.shape)
     assert record["input"]["spacing_mm"] == [3.0, 3.0, 3.0] and record["input"]["orientation"] == "LAS"
     assert record["output"]["spacing_mm"] == [2.0, 2.0, 2.0] and record["output"]["orientation"] == "RAS"
-    assert record["labels"] == {"1": "right", "2": "left"}
+    assert record["labels"] == {"background": 0, "right_lung": 1, "left_lung": 2}
     lungs = np.asarray(nib.load(out / "chest" / "lungs.nii.gz").dataobj)
     volumes = record["volumes_ml"]
-    assert abs(volumes["right"] - (lungs == 1).sum() * 8 / 1000) <= 0.1
-    assert abs(volumes["left"] - (lungs == 2).sum() * 8 / 1000) <= 0.1
-    assert abs(volumes["total"] - volumes["right"] - volumes["left"]) <= 0.11
+    assert abs(volumes["right_lung"] - (lungs == 1).sum() * 8 / 1000) <= 0.1
+    assert abs(volumes["left_lung"] - (lungs == 2).sum() * 8 / 1000) <= 0.1
+    assert abs(volumes["total"] - volumes["right_lung"] - volumes["left_lung"]) <= 0.11
     truth_ml = (ph.lungs > 0).sum() * 27 / 1000
     assert abs(volumes["total"] - truth_ml) <= 0.05 * truth_ml
     assert record["hu_calibration"]["status"] == "ok" and record["flags"] == [] and record["warnings"] == []
@@ -265,7 +265,7 @@ def test_interrupted_write_leaves_no_case_folder(tmp_path, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("lungct.preprocess.write_json", killed)
+    monkeypatch.setattr("lungct.ct.preprocess.write_json", killed)
     with pytest.raises(KeyboardInterrupt):
         write_case(result, recipe, tmp_path / "prep")
     assert list((tmp_path / "prep").iterdir()) == []
@@ -338,4 +338,4 @@ def test_library_api(batch):
     labels, report = lungct.segment_lungs(scan.array, scan.affine)
     assert labels.shape == scan.array.shape
     assert phantoms.dice(labels == 1, ph.lungs == 1) >= 0.95 and phantoms.dice(labels == 2, ph.lungs == 2) >= 0.95
-    assert report["right_ml"] > 300 and report["left_ml"] > 300
+    assert report["right_lung_ml"] > 300 and report["left_lung_ml"] > 300

@@ -13,10 +13,10 @@ from monai.data import MetaTensor
 
 import phantoms
 from lungct.io import load_scan
-from lungct.preprocess import preprocess_scan
+from lungct.ct.preprocess import preprocess_scan
 from lungct.recipes import Chain, load_recipe
-from lungct.transforms.geometry import labels_to_grid
-from lungct.transforms.lungs import to_ras
+from lungct.geometry import labels_to_grid
+from lungct.geometry import to_ras
 
 dice = phantoms.dice
 
@@ -36,7 +36,7 @@ def test_imlab_lungs_match_the_reference(shared_data, case):
     assert result.lungs_native.shape == reference.array.shape
     assert dice(result.lungs_native > 0, reference.array > 0) >= 0.96
     volumes = result.volumes_ml
-    assert volumes["right"] > 500 and volumes["left"] > 500
+    assert volumes["right_lung"] > 500 and volumes["left_lung"] > 500
 
 
 def test_copdgene_nrrd_and_dicom_give_the_same_lungs(shared_data):
@@ -96,7 +96,7 @@ def _behind_the_back(hu_ras: np.ndarray, affine_ras: np.ndarray) -> np.ndarray:
 def test_abdomen_couch_stays_out_of_body_and_lungs(shared_data):
     folder = shared_data / "ct-volumes" / "abdomen-couch" / "dicom"
     scan = load_scan(folder)
-    chain = Chain(load_recipe("preprocess"))
+    chain = Chain.of(load_recipe("preprocess"))
     result = preprocess_scan(scan, chain=chain)
     hu, ras_affine = to_ras(scan.array, scan.affine)
     behind = _behind_the_back(hu, ras_affine)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lungct.checkpoint import load_checkpoint, read_checkpoint
+from lungct.checkpoint import read_checkpoint
 from lungct.cli import main
 from lungct.errors import LungctError
 from lungct.networks import build_network
@@ -45,16 +45,42 @@ def blob_case(shape=(32, 32, 6), seed=0):
     return image.astype(np.float32), labels
 
 
+def as_hu(image: np.ndarray) -> np.ndarray:
+    """A windowed blob image back in HU (window -1024..600), as a scan would hold it."""
+    return np.round(image * 1624 - 1024).astype(np.int16)
+
+
 def write_prep(folder: Path, count: int = 3) -> Path:
+    """What `lungct preprocess --set Resampled.spacing_mm=1.5` would make of blob scans on a 1.5 mm grid:
+    case folders whose case.json names the original scans (written beside, in scans/)."""
+    from lungct.geometry import geometry_summary
+
+    recipe = load_recipe("preprocess", {"Resampled.spacing_mm": 1.5})
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
     for i in range(count):
-        case = folder / f"case{i}"
+        case, scan = folder / f"case{i}", folder.parent / "scans" / f"case{i}.nii.gz"
         case.mkdir(parents=True)
+        scan.parent.mkdir(exist_ok=True)
         image, labels = blob_case(seed=i)
-        affine = np.diag([1.5, 1.5, 1.5, 1.0])
-        nib.save(nib.Nifti1Image(image, affine), case / "image.nii.gz")
+        nib.save(nib.Nifti1Image(as_hu(image), affine), scan)
+        nib.save(nib.Nifti1Image(np.clip((as_hu(image) + 1024) / 1624, 0, 1).astype(np.float32), affine),
+                 case / "image.nii.gz")
         nib.save(nib.Nifti1Image(labels, affine), case / "lungs.nii.gz")
-        (case / "case.json").write_text(json.dumps({"case": case.name, "recipe": load_recipe("preprocess")}))
+        nib.save(nib.Nifti1Image(labels, affine), case / "lungs-native.nii.gz")
+        (case / "case.json").write_text(json.dumps({"case": case.name, "recipe": recipe, "sources": [str(scan)],
+                                                    "input": geometry_summary(labels.shape, affine)}))
     return folder
+
+
+def load_checkpoint(path):
+    from lungct.models import Model
+
+    model = Model.load(path, device="cpu")
+    return model.network, model.meta
+
+
+def chain_args(meta: dict, step: str) -> dict:
+    return next(s["args"] for s in meta["input"]["chain"] if s["name"] == step)
 
 
 def tiny_recipe(**extra):
@@ -67,10 +93,10 @@ def prep(tmp_path):
 
 
 def test_noise_augmentation_is_optional_seeded_and_leaves_labels_alone():
-    from lungct.data import augmentation
+    from lungct.sampling import augmentation
 
     sample = {"image": np.full((1, 48, 48), 0.5, np.float32), "label": (np.arange(48 * 48) % 3).reshape(1, 48, 48)}
-    plain = {"prob": 0.0}  # no affine or jitter: only the noise step can change the image
+    plain = {**load_recipe("train-2d")["augment"], "prob": 0.0}  # no affine or jitter: only noise changes the image
     assert len(augmentation(plain, (48, 48), 0).transforms) == 3
     noisy = {**plain, "noise_sd": 0.05, "noise_prob": 1.0}
     first = augmentation(noisy, (48, 48), 7)(dict(sample))
@@ -94,10 +120,16 @@ def test_loss_falls_and_checkpoint_describes_itself(prep, tmp_path):
     network, meta = load_checkpoint(out / "best.pt")
     assert meta["labels"] == {"background": 0, "right_lung": 1, "left_lung": 2}
     assert meta["dim"] == 2 and meta["network"]["name"] == "unet2d"
-    assert meta["input"]["spacing_mm"] == [1.0, 1.0, 1.0]  # from the prep cases' preprocess recipe
-    assert meta["input"]["preprocess_recipe"]["name"] == "preprocess"
+    assert chain_args(meta, "Resampled")["spacing_mm"] == 1.5  # from the prep cases' preprocess recipe
+    assert chain_args(meta, "CheckHUCalibrationd")["recalibrate"] is False  # ditto
+    assert chain_args(meta, "Resampled")["keep_thick_slices"] is True  # from the 2D recipe
     assert meta["training"]["cases"] == 2 and len(meta["training"]["validation_cases"]) == 1
-    assert 0.0 <= meta["metrics"]["val_mean_dice"] <= 1.0 and meta["lungct_version"]
+    metrics = meta["metrics"]
+    assert set(metrics["val_cases"]) == set(meta["training"]["validation_cases"]) and meta["lungct_version"]
+    per_case = list(metrics["val_cases"].values())
+    assert metrics["val_dice"] == {k: np.mean([c[k] for c in per_case]) for k in ("right_lung", "left_lung")}
+    logged = [float(r.split(",")[header.index("val_mean_dice")]) for r in rows[1:]]
+    assert metrics["val_mean_dice"] == round(max(logged), 5) > 0 and metrics["best_epoch"] == 1 + logged.index(max(logged))
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(prep, tmp_path):
@@ -156,11 +188,11 @@ def test_images_and_labels_folders_in_any_format(tmp_path):
         nib.save(nib.Nifti1Image(hu, affine), images / f"p{i}.nii.gz")
         nib.save(nib.Nifti1Image(lab, affine), labels / f"p{i}.nii.gz")
     out = tmp_path / "run"
-    result = train(tiny_recipe(epochs=1, **{"input.recalibrate": False}), out, images=images, labels=labels,
-                   progress=False, log=lambda m: None)
+    result = train(tiny_recipe(epochs=1, **{"CheckHUCalibrationd.recalibrate": False}), out, images=images,
+                   labels=labels, progress=False, log=lambda m: None)
     assert (out / "best.pt").is_file() and 0 <= result["val_mean_dice"] <= 1
     _, meta = load_checkpoint(out / "best.pt")
-    assert meta["input"]["preprocess_recipe"] is None and meta["input"]["spacing_mm"] == [1.0, 1.0, 1.0]
+    assert chain_args(meta, "Resampled")["spacing_mm"] == 1.0 and not chain_args(meta, "CheckHUCalibrationd")["recalibrate"]
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -190,6 +222,44 @@ def test_bad_datasets_are_refused_naming_the_case(tmp_path, problem, message):
     if problem != "empty":
         assert "case1" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_validation_dice_is_what_infer_and_evaluate_give(tmp_path):
+    """Validation runs the shipped segmenter: the Dice recorded for a case is `lungct evaluate` on `lungct infer`."""
+    images, labels = tmp_path / "imgs", tmp_path / "masks"
+    images.mkdir(), labels.mkdir()
+    for i in range(3):
+        image, lab = blob_case(seed=i)
+        affine = np.diag([-1.2, 1.2, 1.5, 1.0])  # stored right-to-left, off the network's 1 mm grid
+        nib.save(nib.Nifti1Image(as_hu(image), affine), images / f"p{i}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, affine), labels / f"p{i}.nii.gz")
+    out = tmp_path / "run"
+    train(tiny_recipe(epochs=6, **{"CheckHUCalibrationd.recalibrate": False, "data.samples_per_epoch": 32}), out,
+          images=images, labels=labels, progress=False, log=lambda m: None)
+    meta = read_checkpoint(out / "best.pt")["meta"]
+    (case, recorded), = meta["metrics"]["val_cases"].items()
+    runner = CliRunner()
+    result = runner.invoke(main, ["infer", str(images / f"{case}.nii.gz"), "-o", str(tmp_path / "m.nii.gz"),
+                                  "--model", str(out / "best.pt"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    from lungct.evaluate import evaluate
+
+    rows = {r["name"]: r["dice"] for r in evaluate(tmp_path / "m.nii.gz", labels / f"{case}.nii.gz").rows
+            if r["label"] != "all"}
+    assert rows == recorded and max(rows.values()) > 0.3  # exactly equal, label by label, and not trivially
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("optimizer.lrr=1", "unknown recipe key 'optimizer.lrr' (did you mean 'optimizer.lr'?)"),
+    ("epochz=3", "unknown recipe key 'epochz' (did you mean 'epochs'?)"),
+    ("Resampled.spacingmm=2", "Resampled has no argument 'spacingmm' (did you mean 'spacing_mm'?)"),
+    ("augment.noise_sd=loud", "recipe key 'augment.noise_sd' must be float"),
+])
+def test_unknown_recipe_keys_are_refused_with_the_nearest_valid_one(prep, tmp_path, setting, message):
+    result = CliRunner().invoke(main, ["train", "--dim", "2d", "--data", str(prep), "-o", str(tmp_path / "run"),
+                                       "--set", setting])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_recipe_dim_must_match(prep, tmp_path):

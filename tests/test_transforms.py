@@ -18,11 +18,12 @@ from lungct import LungctError
 from lungct.geometry import geometry_summary, orientation_code, voxel_spacing
 from lungct.io import Scan
 from lungct.morphology import dilate_mm
-from lungct.preprocess import preprocess_scan
+from lungct.ct.preprocess import preprocess_scan
 from lungct.recipes import Chain, load_recipe
-from lungct.transforms.geometry import (Resampled, is_oblique, labels_to_grid, resample_to_spacing,
+from lungct.ct.transforms.resample import Resampled
+from lungct.geometry import (is_oblique, labels_to_grid, resample_to_spacing,
                                        smooth_labels_to_grid)
-from lungct.transforms.intensity import CheckHUCalibrationd, HUWindowd, estimate_calibration
+from lungct.ct.transforms.intensity import CheckHUCalibrationd, HUWindowd, estimate_calibration
 
 DICE_MIN = 0.97
 
@@ -38,7 +39,7 @@ def chain_input(ph: phantoms.Phantom) -> dict:
 def run_steps(ph: phantoms.Phantom, until: str, recipe: str = "preprocess", overrides=None) -> dict:
     """The chain's dict right after step `until`."""
     data = chain_input(ph)
-    for name, step in Chain(load_recipe(recipe, overrides)).steps:
+    for name, step in Chain.of(load_recipe(recipe, overrides)).steps:
         data = step(data)
         if name == until:
             return data
@@ -289,7 +290,7 @@ def test_lungs_match_the_phantom_in_every_orientation(variant):
     trachea = ph.airway & (_world_z(ph) >= phantoms.CARINA_Z + 6)
     assert trachea.sum() > 50 and not lung[trachea].any(), "trachea in the lung mask"
     voxel_ml = np.prod(ph.spacing) / 1000
-    for side, label in (("right", 1), ("left", 2)):
+    for side, label in (("right_lung", 1), ("left_lung", 2)):
         truth_ml = (ph.lungs == label).sum() * voxel_ml
         assert abs(result.volumes_ml[side] - truth_ml) <= 0.05 * truth_ml, side
     assert result.case["flags"] == []

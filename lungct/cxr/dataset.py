@@ -1,15 +1,14 @@
-"""Radiograph training pairs: images matched to their lung masks by name, checked, optionally split by
-a `file,dataset,split` CSV, and loaded through the recipe's chain onto the 256 x 256 grid."""
+"""Radiograph training pairs: images matched to their lung masks by name, checked, and the optional
+`file,dataset,split` CSV that splits them into training and validation."""
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-import numpy as np
 
-from lungct.cxr.reading import load_radiograph
 from lungct.errors import LungctError
 from lungct.io.dicom import is_dicom_file
+from lungct.io.radiograph import read_cxr_mask
 from lungct.io.volumes import PICTURE_SUFFIXES, stem_of, suffix_of
 
 MASK_NAME_SUFFIXES = ("", "_mask", "-mask", "_label", "_seg")
@@ -107,62 +106,3 @@ def cxr_pairs(images_dir: str | Path, masks_dir: str | Path, split_csv: str | Pa
             read_cxr_mask(mask)
         pairs.append((name, image, mask))
     return pairs
-
-
-def read_cxr_mask(path: str | Path) -> np.ndarray:
-    """uint8 0/1 (rows, cols) from a mask file with values {0, 1} or {0, 255} (grey, or identical RGB)."""
-    from PIL import Image
-
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L") if image.mode in ("RGB", "RGBA", "P", "LA", "1") else image)
-    except Exception as err:  # noqa: BLE001
-        raise LungctError(path, f"cannot read the mask ({str(err).splitlines()[0][:120] if str(err) else 'corrupt'})") from None
-    values = set(np.unique(array).tolist())
-    if values <= {0, 1}:
-        return array.astype(np.uint8)
-    if values <= {0, 255}:
-        return (array == 255).astype(np.uint8)
-    shown = sorted(values)[:6]
-    raise LungctError(path, f"mask values must be {{0, 1}} or {{0, 255}}, found {len(values)} values "
-                            f"({', '.join(str(int(v)) for v in shown)}{', ...' if len(values) > 6 else ''})")
-
-
-def load_cxr_pair(image_path: str | Path, mask_path: str | Path, recipe: str | Path | dict | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(image float32 (256, 256) in [0, 1], mask uint8 0/1 (256, 256)) through the recipe's chain."""
-    from lungct.cxr.prepare import prepare_cxr
-
-    radiograph = load_radiograph(image_path)
-    mask = read_cxr_mask(mask_path)
-    if mask.shape != radiograph.array.shape:
-        raise LungctError(mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]} (rows x cols) but its image is "
-                                     f"{radiograph.array.shape[0]}x{radiograph.array.shape[1]}")
-    image, mask_256, _ = prepare_cxr(radiograph, recipe, mask=mask)
-    return image, mask_256
-
-
-def cxr_training_split(images_dir: str | Path, masks_dir: str | Path, recipe: dict
-                       ) -> tuple[list[tuple[str, Path, Path]], list[tuple[str, Path, Path]], Path | None]:
-    """(train pairs, validation pairs, split file used) as a radiograph recipe's `data` section says:
-    its split file when there is one, else `validation_cases` plus a seeded `validation_fraction`.
-    `exclude_cases` (image names) are left out of training only: references known to break the masks'
-    convention; validation stays whole so its numbers compare across recipes."""
-    import random
-
-    settings = recipe.get("data") or {}
-    excluded = set(settings.get("exclude_cases") or [])
-    split_file = find_split_file(Path(images_dir), settings.get("split_file", "auto"))
-    if split_file is not None:
-        train = cxr_pairs(images_dir, masks_dir, split_file, "train")
-        validation = cxr_pairs(images_dir, masks_dir, split_file, "validation", check_values=True)
-        return [p for p in train if p[0] not in excluded], validation, split_file
-    pairs = cxr_pairs(images_dir, masks_dir)
-    named = set(settings.get("validation_cases") or [])
-    rest = [p for p in pairs if p[0] not in named]
-    count = int(round(float(settings.get("validation_fraction", 0.15)) * len(pairs))) - len(named)
-    chosen = set(random.Random(int(recipe.get("seed", 0))).sample([p[0] for p in rest], max(0, min(count, len(rest) - 1))))
-    validation = [p for p in pairs if p[0] in named or p[0] in chosen]
-    train = [p for p in pairs if p not in validation and p[0] not in excluded]
-    return train, validation, None

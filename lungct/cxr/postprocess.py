@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-RIGHT, LEFT = 1, 2
-LABELS = {"background": 0, "right_lung": RIGHT, "left_lung": LEFT}
+from lungct.labels import BINARY_LABELS, LEFT_LUNG as LEFT, LUNG_LABELS, RIGHT_LUNG as RIGHT, measure
+
 FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
 
 
@@ -83,22 +83,13 @@ def split_fields(mask: np.ndarray, patient_right_on_image_left: bool = True, min
 
 
 def field_areas_cm2(mask: np.ndarray, spacing_mm) -> dict | None:
-    """Areas in cm² per label (right_lung/left_lung for split labels, lung for a binary mask, and total),
+    """Areas in cm² per label (right_lung/left_lung for split labels, lungs for a binary mask, and total),
     or None when the pixel spacing is unknown. `mask` must be at the radiograph's own resolution."""
     if spacing_mm is None:
         return None
     row_mm, col_mm = (float(spacing_mm), float(spacing_mm)) if np.isscalar(spacing_mm) else map(float, spacing_mm)
-    pixel_cm2 = row_mm * col_mm / 100.0
-    mask = np.asarray(mask)
-    values = set(np.unique(mask).tolist()) - {0}
-    areas = {}
-    if values <= {RIGHT, LEFT} and LEFT in values:
-        areas["right_lung"] = round(float((mask == RIGHT).sum()) * pixel_cm2, 2)
-        areas["left_lung"] = round(float((mask == LEFT).sum()) * pixel_cm2, 2)
-    else:
-        areas["lung"] = round(float((mask != 0).sum()) * pixel_cm2, 2)
-    areas["total"] = round(float((mask != 0).sum()) * pixel_cm2, 2)
-    return areas
+    split = LEFT in np.asarray(mask)
+    return measure(mask, LUNG_LABELS if split else BINARY_LABELS, row_mm * col_mm / 100.0)
 
 
 @dataclass
@@ -116,24 +107,14 @@ class CxrResult:
         return self.labels if self.labels is not None else self.mask
 
 
-def finish_cxr(prediction: np.ndarray, record: dict, threshold: float = 0.5, min_fraction: float = 0.05,
+def finish_cxr(lung_probability: np.ndarray, record: dict, threshold: float = 0.5, min_fraction: float = 0.05,
                fill_holes: bool = True, split: bool = True) -> CxrResult:
-    """From the network's 256 x 256 output (lung probability (H, W), scores (C, H, W) or labels) to the
-    post-processed mask on the radiograph's own pixels, with right/left labels and areas."""
-    from lungct.cxr.prepare import to_original
+    """From the lung probability on the chain's 256 x 256 grid to the post-processed mask on the
+    radiograph's own pixels, with right/left labels and areas."""
+    from lungct.cxr.transforms import to_original
 
-    prediction = np.asarray(prediction)
-    if prediction.ndim == 3 and prediction.shape[0] > 1:  # scores: lung probability = 1 - background softmax
-        scores = prediction - prediction.max(axis=0, keepdims=True)
-        soft = np.exp(scores) / np.exp(scores).sum(axis=0, keepdims=True)
-        prediction = 1.0 - soft[0]
-    elif prediction.ndim == 3:
-        prediction = prediction[0]
-    if prediction.dtype.kind == "f":
-        native = to_original(prediction.astype(np.float32), record, nearest=False)
-        mask = postprocess_cxr(np.clip(native, 0, 1), threshold, min_fraction, fill_holes)
-    else:
-        mask = postprocess_cxr(to_original(prediction, record, nearest=True), threshold, min_fraction, fill_holes)
+    native = to_original(np.asarray(lung_probability, dtype=np.float32), record, nearest=False)
+    mask = postprocess_cxr(np.clip(native, 0, 1), threshold, min_fraction, fill_holes)
     warnings = []
     labels = split_fields(mask, record.get("patient_right_on_image_left", True), min_fraction) if split else None
     if split and labels is None and mask.any():

@@ -9,7 +9,7 @@ import numpy as np
 from lungct.errors import LungctError
 from lungct.geometry import geometry_summary
 from lungct.io.dicom import read_series
-from lungct.io.discover import CaseSource, discover, find_series
+from lungct.io.discover import CaseSource, discover
 from lungct.io.volumes import read_volume, suffix_of, write_json, write_nifti
 
 __all__ = ["Scan", "load_scan", "load_case", "discover", "CaseSource", "write_nifti", "write_json"]
@@ -44,9 +44,10 @@ class Scan:
 
 
 def load_case(case: CaseSource) -> Scan:
-    """Read one discovered case, or raise LungctError with the problem discovery found."""
-    if case.problem:
-        raise LungctError(case.source, case.problem)
+    """Read one discovered CT case, or raise LungctError with the problem discovery found."""
+    refusal = case.refusal("ct")
+    if refusal:
+        raise LungctError(case.source, refusal)
     if case.kind == "dicom":
         array, affine, info, warnings = read_series(case.slices, case.source)
         scan = Scan(case.name, array, affine, list(case.paths), "dicom", None, info, warnings + case.notes)
@@ -63,7 +64,7 @@ def load_scan(path: str | Path, series_uid: str | None = None) -> Scan:
     A folder with several series needs `series_uid`; the error lists what is there.
     """
     path = Path(path)
-    cases = discover([path])
+    cases = [c for c in discover([path]) if c.modality == "ct" or path.is_file()]
     if series_uid is not None:
         cases = [c for c in cases if c.slices and c.slices[0].series_uid == series_uid]
         if not cases:

@@ -16,15 +16,17 @@ from pydicom.errors import InvalidDicomError
 
 from lungct.errors import LungctError
 from lungct.geometry import LPS_TO_RAS, sitk_affine, sitk_to_array
+from lungct.io.volumes import itk_reason
 
 CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
-RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "MG", "XA", "RF", "PX", "IO"}
+PROJECTION_MODALITIES = {"CR", "DX", "DR", "RG", "MG", "XA", "RF", "PX", "IO"}
 _HEADER_TAGS = [
     "SOPClassUID", "Modality", "SeriesInstanceUID", "StudyInstanceUID", "SeriesDescription", "SeriesNumber",
     "ImageType", "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
     "Rows", "Columns", "NumberOfFrames", "SliceThickness", "RescaleSlope", "RescaleIntercept",
     "Manufacturer", "ManufacturerModelName", "ConvolutionKernel", "KVP", "PatientPosition",
     "BodyPartExamined", "SamplesPerPixel", "PhotometricInterpretation", "AcquisitionNumber",
+    "ImagerPixelSpacing",
 ]
 SPACING_TOLERANCE = 0.01  # relative deviation of slice gaps from their median before we call them uneven
 ORIENTATION_TOLERANCE = 1e-3
@@ -48,11 +50,44 @@ class DicomSlice:
     description: str
     instance: int | None
     thickness: float | None
+    kind: str | None = "ct"  # "ct", "cxr" (a radiograph) or None (neither), from dicom_kind
+    kind_reason: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
     def is_localizer(self) -> bool:
         return "LOCALIZER" in self.image_type
+
+
+CT_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.2",)  # CT, enhanced CT, legacy converted
+RADIOGRAPH_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.1",)  # CR (…1.1), DX for presentation/processing (…1.1.1.x)
+CHEST_RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG"}
+OTHER_PROJECTION_MODALITIES = {"MG": "a mammogram", "XA": "an angiography run", "RF": "a fluoroscopy run",
+                               "IO": "an intra-oral dental radiograph", "PX": "a panoramic dental radiograph"}
+
+
+def dicom_kind(ds) -> tuple[str | None, str]:
+    """("cxr" | "ct" | None, why) from a DICOM header: what the file holds as far as lungct is concerned."""
+    modality = str(ds.get("Modality", "") or "").upper()
+    sop = str(ds.get("SOPClassUID", "") or "")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if modality == "CT" or (not modality and sop.startswith(CT_SOP_PREFIXES)):
+        return "ct", "DICOM Modality CT"
+    if modality in CHEST_RADIOGRAPH_MODALITIES:
+        return "cxr", f"DICOM Modality {modality}"
+    if modality in OTHER_PROJECTION_MODALITIES:
+        return None, f"DICOM Modality {modality} ({OTHER_PROJECTION_MODALITIES[modality]}), not a chest radiograph"
+    if sop.startswith(RADIOGRAPH_SOP_PREFIXES) and not sop.startswith(CT_SOP_PREFIXES):
+        return "cxr", "a CR/DX SOP class"
+    # "DX-like": secondary captures and exports without a usable Modality but shaped like a projection.
+    dx_like = frames == 1 and "ImagerPixelSpacing" in ds and "ImagePositionPatient" not in ds
+    if modality in ("", "OT") and (dx_like or ("Rows" in ds and "ImagePositionPatient" not in ds
+                                               and "SliceThickness" not in ds)):
+        return "cxr", f"a single 2D image without slice geometry (Modality {modality or 'missing'})"
+    if modality in ("MR", "PT", "NM", "US", "SEG", "RTSTRUCT", "SR", "PR"):
+        return None, f"DICOM Modality {modality}, neither a radiograph nor CT"
+    return None, f"DICOM Modality {modality or 'missing'} with slice geometry: not recognised as a radiograph"
+
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -91,6 +126,7 @@ def read_header(path: Path) -> DicomSlice:
         except (TypeError, ValueError):
             return None
 
+    kind, reason = dicom_kind(ds)
     return DicomSlice(
         path=Path(path),
         series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
@@ -106,6 +142,8 @@ def read_header(path: Path) -> DicomSlice:
         description=str(ds.get("SeriesDescription", "") or ""),
         instance=number("InstanceNumber", int),
         thickness=number("SliceThickness"),
+        kind=kind,
+        kind_reason=reason,
         extra={k: str(ds.get(k)) for k in ("Manufacturer", "ManufacturerModelName", "ConvolutionKernel",
                                            "KVP", "PatientPosition", "BodyPartExamined",
                                            "PhotometricInterpretation", "StudyInstanceUID")
@@ -113,12 +151,12 @@ def read_header(path: Path) -> DicomSlice:
     )
 
 
-def check_modality(slices: list[DicomSlice], where: Path) -> list[str]:
+def refuse_non_ct(slices: list[DicomSlice], where: Path) -> list[str]:
     """Refuse series that are not CT; return warnings for series that do not say."""
     modalities = sorted({s.modality for s in slices if s.modality})
     if modalities and modalities != ["CT"]:
-        kind = "a radiograph" if set(modalities) & RADIOGRAPH_MODALITIES else "not CT"
-        raise LungctError(where, f"DICOM Modality is {'/'.join(modalities)} ({kind}); lungct preprocess needs CT")
+        kind = "a radiograph" if set(modalities) & PROJECTION_MODALITIES else "not CT"
+        raise LungctError(where, f"DICOM Modality is {'/'.join(modalities)} ({kind}), not a CT series")
     if not modalities:
         if all(s.sop_class in CT_SOP_CLASSES for s in slices):
             return []
@@ -189,7 +227,7 @@ def series_geometry(slices: list[DicomSlice], where: Path):
 
 def read_series(slices: list[DicomSlice], where: Path):
     """(float32 (x, y, z) array in rescaled units, RAS affine, info dict, warnings) of one series."""
-    warnings = check_modality(slices, where)
+    warnings = refuse_non_ct(slices, where)
     if len(slices) == 1 and slices[0].frames > 1:
         return _read_multiframe(slices[0], warnings)
     slices, affine, offsets, geometry_warnings = series_geometry(slices, where)
@@ -201,7 +239,7 @@ def read_series(slices: list[DicomSlice], where: Path):
         image = reader.Execute()
     except RuntimeError as err:
         bad = _first_unreadable(slices)
-        raise LungctError(bad or where, f"cannot decode DICOM pixel data ({_reason(err)})") from None
+        raise LungctError(bad or where, f"cannot decode DICOM pixel data ({itk_reason(err)})") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise LungctError(where, "colour DICOM images: not a CT series")
     array = sitk_to_array(image)
@@ -237,7 +275,7 @@ def _read_multiframe(item: DicomSlice, warnings: list[str]):
     try:
         image = sitk.ReadImage(str(item.path), sitk.sitkFloat32)
     except RuntimeError as err:
-        raise LungctError(item.path, f"cannot decode DICOM pixel data ({_reason(err)})") from None
+        raise LungctError(item.path, f"cannot decode DICOM pixel data ({itk_reason(err)})") from None
     warnings.append("multi-frame DICOM: geometry taken from the reader (GDCM)")
     info = {"series_uid": item.series_uid, "modality": item.modality or "unknown", "files": 1, **item.extra}
     return sitk_to_array(image), sitk_affine(image), info, warnings
@@ -250,11 +288,3 @@ def _first_unreadable(slices: list[DicomSlice]) -> Path | None:
         except RuntimeError:
             return s.path
     return None
-
-
-def _reason(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    for line in lines:
-        if "Description:" in line:
-            return line.split("Description:", 1)[1].strip()[:160]
-    return (lines[-1] if lines else "unknown error")[:160]

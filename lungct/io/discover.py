@@ -1,4 +1,6 @@
-"""Find the cases in what the user passed: volume files, DICOM series (grouped by SeriesInstanceUID)."""
+"""Find the cases in what the user passed, searching folders recursively: CT volume files, DICOM CT
+series (grouped by SeriesInstanceUID), and radiographs (pictures, DICOM CR/DX files), each case with
+its modality, so one folder may hold both kinds in any nesting."""
 from __future__ import annotations
 
 import os
@@ -11,6 +13,7 @@ from lungct.io.dicom import DicomSlice, is_dicom_file, read_header
 from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, stem_of, suffix_of
 
 IGNORED_NAMES = {"DICOMDIR", "LOCKFILE", "VERSION"}
+CT_REFUSAL = "is a CT scan, not a radiograph; use a CT model or --modality ct"
 COMPANION_SUFFIXES = (".raw", ".zraw", ".img", ".hdr")  # data halves of .mhd/.nhdr/Analyze pairs
 
 
@@ -24,6 +27,19 @@ class CaseSource:
     slices: list[DicomSlice] = field(default_factory=list)
     problem: str | None = None  # found while discovering: the case fails with this reason
     notes: list[str] = field(default_factory=list)
+    modality: str = "ct"  # "ct" or "cxr" (a radiograph)
+
+    def refusal(self, wanted: str) -> str | None:
+        """Why this case cannot go to a `wanted` ("ct" or "cxr") path, or None when it can."""
+        if self.problem:
+            return self.problem
+        if self.modality == wanted:
+            return None
+        if wanted == "ct":
+            if self.kind == "picture":
+                return f"is a 2D picture ({suffix_of(self.paths[0])[1:].upper()}), not a CT scan (a radiograph?)"
+            return f"DICOM Modality is {self.slices[0].modality or 'missing'} (a radiograph), not CT"
+        return CT_REFUSAL
 
     @property
     def source(self) -> Path:
@@ -71,8 +87,7 @@ def discover(inputs: list[Path]) -> list[CaseSource]:
             elif item.is_file():
                 raise LungctError(path, "not a recognised scan (expected DICOM, .nii/.nii.gz, .nrrd or .mha)")
     cases = [CaseSource(stem_of(p), "volume", [p]) for p in volumes]
-    cases += [CaseSource(stem_of(p), "picture", [p],
-                         problem=f"is a 2D picture ({suffix_of(p)[1:].upper()}), not a CT scan") for p in pictures]
+    cases += [CaseSource(stem_of(p), "picture", [p], modality="cxr") for p in pictures]
     cases += _dicom_cases(dicom_files)
     _make_names_unique(cases)
     return sorted(cases, key=lambda c: c.name)
@@ -86,6 +101,9 @@ def _dicom_cases(files: list[Path]) -> list[CaseSource]:
             header = read_header(path)
         except LungctError as err:
             broken.append(CaseSource(stem_of(path), "dicom", [path], problem=err.reason))
+            continue
+        if header.kind == "cxr":  # a radiograph is one file, whatever its series
+            broken.append(CaseSource(stem_of(path), "dicom", [path], slices=[header], modality="cxr"))
             continue
         # Series without a UID (anonymised exports) are grouped by folder instead.
         groups[(header.series_uid or f"folder:{path.parent}",)].append(header)
@@ -101,6 +119,8 @@ def _dicom_cases(files: list[Path]) -> list[CaseSource]:
             case = CaseSource(name, "dicom", sorted(s.path for s in slices), slices=slices)
             if all(s.is_localizer for s in slices):
                 case.problem = "is a localizer (scout) series, not a CT volume"
+            elif slices[0].kind is None and slices[0].modality not in ("", "OT", "CT"):
+                case.problem = f"{slices[0].kind_reason}: lungct segments chest CT and chest radiographs"
             if len(series) > 1:
                 case.notes.append(f"{folder} holds {len(series)} series; this is series {slices[0].series_uid}")
             cases.append(case)
@@ -123,8 +143,3 @@ def _make_names_unique(cases: list[CaseSource]) -> None:
         counts[case.name] += 1
         if counts[case.name] > 1:
             case.name = f"{case.name}_{counts[case.name]}"
-
-
-def find_series(folder: Path) -> list[CaseSource]:
-    """The DICOM series in one folder (for the single-scan API)."""
-    return [c for c in discover([folder]) if c.kind == "dicom"]

@@ -50,7 +50,7 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, object | None]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise LungctError(path, f"cannot read {suffix[1:].upper()} file ({_itk_reason(err)})") from None
+        raise LungctError(path, f"cannot read {suffix[1:].upper()} file ({itk_reason(err)})") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise LungctError(path, f"has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or vector image), not a CT volume")
     if image.GetDimension() == 2:
@@ -90,7 +90,8 @@ def _short(err: Exception) -> str:
     return str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
 
 
-def _itk_reason(err: Exception) -> str:
+def itk_reason(err: Exception) -> str:
+    """The one line of an ITK exception that says what went wrong."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     for line in lines:
         if "Description:" in line:

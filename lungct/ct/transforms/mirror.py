@@ -1,6 +1,6 @@
 """Spine-axis mirroring: a lung region of interest that a tumour, collapse or effusion cannot shrink.
 
-DESIGN.md §4, with every constant in millimetres: on each slice with lung, bone (> 100 HU) is
+docs/design.md ("Spine-axis mirroring"), with every constant in millimetres: on each slice with lung, bone (> 100 HU) is
 projected onto the left-right axis and smoothed (7 mm moving average); the spine column is the peak
 inside the central ±15 % of the body. The axis starts at the mean over the first 5 mm of lung slices and
 follows z with exponential smoothing (alpha = 0.3 per mm). Each lung half is dilated, flipped about the
@@ -17,8 +17,8 @@ from scipy import ndimage as ndi
 
 from lungct.geometry import voxel_spacing
 from lungct.morphology import analysis_strides, close_mm, dilate_mm, upsample_nearest
-from lungct.transforms.common import affine_of, case_info, hu_to_stored, like_image, volume_of
-from lungct.transforms.lungs import from_ras, to_ras
+from lungct.ct.transforms.common import affine_of, case_info, hu_to_stored, like_image, volume_of
+from lungct.geometry import from_ras, to_ras
 
 
 @dataclass
@@ -125,6 +125,8 @@ def mirrored_roi(hu: np.ndarray, lungs: np.ndarray, body: np.ndarray, spacing, b
 class MirrorROId(MapTransform):
     """Add "roi" (uint8): the lungs, their mirrored twins about the spine axis, with a margin."""
 
+    PARAMS = MirrorParams  # every constant of the step, recipe arguments of its own
+    ADDS_ONLY = True  # adds its key, leaves the image alone: only the ROI needs it at inference
     def __init__(self, keys="image", lungs_key: str = "lungs", body_key: str = "body", output_key: str = "roi",
                  allow_missing_keys: bool = False, **params):
         super().__init__(keys, allow_missing_keys)

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from lungct.errors import LungctError
-from lungct.transforms.common import case_info, hu_to_stored, volume_of
+from lungct.ct.transforms.common import case_info, hu_to_stored, volume_of
 
 AIR_HU = -1000.0
 SOFT_TISSUE_HU = 40.0

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lungct.errors import LungctError
-from lungct.io.dicom import is_dicom_file
+from lungct.io.dicom import dicom_kind, is_dicom_file
 from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R BT.601, as Pillow's convert("L")
@@ -146,36 +146,6 @@ def to_grey(array: np.ndarray, mode: str = "") -> tuple[np.ndarray, str | None]:
 
 
 # ------------------------------------------------------------------------------------------------ DICOM
-
-CT_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.2",)  # CT, enhanced CT, legacy converted
-RADIOGRAPH_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.1",)  # CR (…1.1), DX for presentation/processing (…1.1.1.x)
-CHEST_RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG"}
-OTHER_PROJECTION_MODALITIES = {"MG": "a mammogram", "XA": "an angiography run", "RF": "a fluoroscopy run",
-                               "IO": "an intra-oral dental radiograph", "PX": "a panoramic dental radiograph"}
-
-
-def dicom_kind(ds) -> tuple[str | None, str]:
-    """("cxr" | "ct" | None, why) from a DICOM header: what the file holds as far as lungct is concerned."""
-    modality = str(ds.get("Modality", "") or "").upper()
-    sop = str(ds.get("SOPClassUID", "") or "")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if modality == "CT" or (not modality and sop.startswith(CT_SOP_PREFIXES)):
-        return "ct", "DICOM Modality CT"
-    if modality in CHEST_RADIOGRAPH_MODALITIES:
-        return "cxr", f"DICOM Modality {modality}"
-    if modality in OTHER_PROJECTION_MODALITIES:
-        return None, f"DICOM Modality {modality} ({OTHER_PROJECTION_MODALITIES[modality]}), not a chest radiograph"
-    if sop.startswith(RADIOGRAPH_SOP_PREFIXES) and not sop.startswith(CT_SOP_PREFIXES):
-        return "cxr", "a CR/DX SOP class"
-    # "DX-like": secondary captures and exports without a usable Modality but shaped like a projection.
-    dx_like = frames == 1 and "ImagerPixelSpacing" in ds and "ImagePositionPatient" not in ds
-    if modality in ("", "OT") and (dx_like or ("Rows" in ds and "ImagePositionPatient" not in ds
-                                               and "SliceThickness" not in ds)):
-        return "cxr", f"a single 2D image without slice geometry (Modality {modality or 'missing'})"
-    if modality in ("MR", "PT", "NM", "US", "SEG", "RTSTRUCT", "SR", "PR"):
-        return None, f"DICOM Modality {modality}, neither a radiograph nor CT"
-    return None, f"DICOM Modality {modality or 'missing'} with slice geometry: not recognised as a radiograph"
-
 
 def _read_dicom(path: Path) -> Radiograph:
     import pydicom
@@ -316,3 +286,23 @@ def _patient_right_on_image_left(ds, warnings: list[str]) -> bool:
                         "against the standard display, right and left labels follow the patient")
         return False
     return True
+
+
+def read_cxr_mask(path: str | Path) -> np.ndarray:
+    """uint8 0/1 (rows, cols) from a mask file with values {0, 1} or {0, 255} (grey, or identical RGB)."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("L") if image.mode in ("RGB", "RGBA", "P", "LA", "1") else image)
+    except Exception as err:  # noqa: BLE001
+        raise LungctError(path, f"cannot read the mask ({str(err).splitlines()[0][:120] if str(err) else 'corrupt'})") from None
+    values = set(np.unique(array).tolist())
+    if values <= {0, 1}:
+        return array.astype(np.uint8)
+    if values <= {0, 255}:
+        return (array == 255).astype(np.uint8)
+    shown = sorted(values)[:6]
+    raise LungctError(path, f"mask values must be {{0, 1}} or {{0, 255}}, found {len(values)} values "
+                            f"({', '.join(str(int(v)) for v in shown)}{', ...' if len(values) > 6 else ''})")

@@ -2,35 +2,34 @@
 
 A case folder appears whole or not at all: everything is written into a hidden temporary folder that
 is renamed into place at the end, so an interrupted run leaves nothing half-written and the next run
-resumes with the cases that have no folder yet.
+resumes with the cases that have no folder yet. Cases run through lungct.batch like `lungct infer`'s.
 """
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import json
 import os
 import shutil
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
 
 from lungct import __version__
+from lungct.batch import Outcome, guarded, limit_threads, run_cases, shard, threads_per_task
+from lungct.ct.segmenter import prepare_scan
 from lungct.errors import LungctError
-from lungct.geometry import geometry_summary
+from lungct.geometry import geometry_summary, labels_to_grid, voxel_ml
 from lungct.io import CaseSource, Scan, discover, load_case, load_scan
 from lungct.io.volumes import atomic_path, write_json, write_nifti
+from lungct.labels import LUNG_LABELS, measure
 from lungct.recipes import Chain, load_recipe, recipe_digest
-from lungct.transforms.geometry import labels_to_grid
-from lungct.transforms.lungs import LABEL_NAMES
 
 CASE_FILES = ("image.nii.gz", "lungs.nii.gz", "roi.nii.gz", "lungs-native.nii.gz", "case.json", "preview.png")
-SUMMARY_FIELDS = ["case", "status", "right_ml", "left_ml", "total_ml", "flags", "warnings", "source", "seconds"]
+SUMMARY_FIELDS = ["case", "status", "right_lung_ml", "left_lung_ml", "total_ml", "flags", "warnings", "source", "seconds"]
 
 
 @dataclass
@@ -47,10 +46,7 @@ class Preprocessed:
 
     @property
     def volumes_ml(self) -> dict:
-        voxel_ml = float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
-        volumes = {name: round(float((self.lungs == label).sum() * voxel_ml), 1) for label, name in LABEL_NAMES.items()}
-        volumes["total"] = round(volumes["right"] + volumes["left"], 1)
-        return volumes
+        return measure(self.lungs, LUNG_LABELS, voxel_ml(self.affine), digits=1)
 
 
 def preprocess_scan(scan: Scan | str | Path, recipe: dict | str | Path | None = None, chain: Chain | None = None,
@@ -63,41 +59,33 @@ def preprocess_scan(scan: Scan | str | Path, recipe: dict | str | Path | None = 
     if chain is None:
         overrides = {} if recalibrate is None else {"CheckHUCalibrationd.recalibrate": bool(recalibrate)}
         recipe = recipe if isinstance(recipe, dict) else load_recipe(recipe or "preprocess", overrides)
-        chain = Chain(recipe)
-    case = {"warnings": list(scan.warnings), "flags": [], "input": scan.geometry(), "timings_s": {}}
-    data = {
-        "image": MetaTensor(torch.from_numpy(np.ascontiguousarray(scan.array)[None]),
-                            affine=torch.as_tensor(scan.affine, dtype=torch.float64)),
-        "case": case,
-        "source": str(scan.source),
-    }
-    data = chain(data)
-    image = data["image"]
-    affine = np.asarray(image.affine, dtype=float)
-    lungs = data["lungs"][0].numpy().astype(np.uint8) if "lungs" in data else np.zeros(image.shape[1:], np.uint8)
-    roi = data["roi"][0].numpy().astype(np.uint8) if "roi" in data else np.zeros_like(lungs)
+        chain = Chain.of(recipe)
+    prepared = prepare_scan(chain, scan)
+    data, case = prepared.extras, prepared.case
+    lungs = data["lungs"].astype(np.uint8) if "lungs" in data else np.zeros(prepared.image.shape, np.uint8)
+    roi = prepared.roi.astype(np.uint8) if prepared.roi is not None else np.zeros_like(lungs)
     start = time.perf_counter()
-    lungs_native = labels_to_grid(lungs, affine, scan.array.shape, scan.affine)
+    lungs_native = labels_to_grid(lungs, prepared.affine, scan.array.shape, scan.affine)
     case["timings_s"]["to_input_grid"] = round(time.perf_counter() - start, 3)
     case["timings_s"]["read"] = round(read_seconds, 3)
-    return Preprocessed(scan, image[0].numpy(), lungs, roi, affine, lungs_native, case)
+    return Preprocessed(scan, prepared.image, lungs, roi, prepared.affine, lungs_native, case)
 
 
 def case_record(result: Preprocessed, recipe: dict) -> dict:
-    """The case.json sidecar."""
+    """The case.json sidecar; sources are absolute, so training can find the original scans again."""
     scan, case = result.scan, result.case
+    sources = [str(Path(p).resolve()) for p in scan.sources]
     record = {
         "case": scan.name,
         "status": "ok",
         "lungct_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "sources": [str(p) for p in scan.sources] if len(scan.sources) <= 3 else
-                   {"folder": str(scan.source), "files": len(scan.sources)},
+        "sources": sources if len(sources) <= 3 else {"folder": str(Path(scan.source).resolve()), "files": len(sources)},
         "format": scan.format,
         "modality": scan.info.get("modality", "CT" if scan.format != "dicom" else "unknown"),
         "input": case.get("input"),
         "output": {**geometry_summary(result.image.shape, result.affine), "files": list(CASE_FILES)},
-        "labels": {str(k): v for k, v in LABEL_NAMES.items()},
+        "labels": dict(LUNG_LABELS),
         "volumes_ml": result.volumes_ml,
         "hu_calibration": case.get("hu_calibration"),
         "flags": sorted(set(case.get("flags", []))),
@@ -129,8 +117,9 @@ def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: boo
         write_nifti(tmp / "lungs.nii.gz", result.lungs, result.affine, dtype=np.uint8)
         write_nifti(tmp / "roi.nii.gz", result.roi, result.affine, dtype=np.uint8)
         write_nifti(tmp / "lungs-native.nii.gz", result.lungs_native, result.scan.affine, header=header, dtype=np.uint8)
-        save_preview(tmp / "preview.png", result.image, result.lungs, result.roi, result.affine,
-                     title=f"{result.scan.name}  R {result.volumes_ml['right']:.0f} mL  L {result.volumes_ml['left']:.0f} mL")
+        volumes = result.volumes_ml
+        save_preview(tmp / "preview.png", result.image, result.lungs, result.roi, result.affine, LUNG_LABELS,
+                     title=f"{result.scan.name}  R {volumes['right_lung']:.0f} mL  L {volumes['left_lung']:.0f} mL")
         result.case["timings_s"]["write"] = round(time.perf_counter() - started, 3)
         record = case_record(result, recipe)
         record["timings_s"]["total"] = round(sum(v for k, v in record["timings_s"].items() if k != "total"), 3)
@@ -153,63 +142,29 @@ def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: boo
 # ------------------------------------------------------------------------------------------------ batch
 
 
-@dataclass
-class CaseOutcome:
-    name: str
-    source: str
-    status: str  # "ok", "failed" or "skipped"
-    reason: str = ""
-    seconds: float = 0.0
-    record: dict | None = None
-
-
 def is_done(out_dir: Path, name: str) -> bool:
     return (Path(out_dir) / name / "case.json").is_file()
 
 
-def _run_one(case: CaseSource, out_dir: str, recipe: dict, overwrite: bool, threads: int) -> CaseOutcome:
-    """Worker body: one case end to end; every failure becomes a one-line reason."""
-    _limit_threads(threads)
-    started = time.perf_counter()
-    try:
-        scan = load_case(case)
-        result = preprocess_scan(scan, recipe)
-        final = write_case(result, recipe, Path(out_dir), overwrite)
-        import json
-
-        record = json.loads((final / "case.json").read_text())
-        return CaseOutcome(case.name, str(case.source), "ok", seconds=time.perf_counter() - started, record=record)
-    except LungctError as err:
-        return CaseOutcome(case.name, str(case.source), "failed", str(err), time.perf_counter() - started)
-    except MemoryError:
-        return CaseOutcome(case.name, str(case.source), "failed", f"{case.source}: out of memory",
-                           time.perf_counter() - started)
-    except Exception as err:  # an unexpected bug must not stop the batch; keep the trace for a report
-        detail = traceback.format_exc(limit=6).strip().splitlines()
-        reason = f"{case.source}: internal error {type(err).__name__}: {err} [{detail[-3].strip() if len(detail) > 2 else ''}]"
-        return CaseOutcome(case.name, str(case.source), "failed", " ".join(reason.split()),
-                           time.perf_counter() - started)
+def _preprocess_case(case: CaseSource, out_dir: str, recipe: dict, overwrite: bool) -> dict:
+    final = write_case(preprocess_scan(load_case(case), recipe), recipe, Path(out_dir), overwrite)
+    return json.loads((final / "case.json").read_text())
 
 
-def _limit_threads(threads: int) -> None:
-    import SimpleITK as sitk
-
-    torch.set_num_threads(max(1, threads))
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, threads))
+def preprocess_one(case: CaseSource, out_dir: str, recipe: dict, overwrite: bool, threads: int) -> Outcome:
+    """A batch task: one case end to end; every failure becomes a one-line reason."""
+    limit_threads(threads)
+    return guarded(case.name, case.source, _preprocess_case, case, out_dir, recipe, overwrite)
 
 
 def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: int = 1, overwrite: bool = False,
                      progress: bool = True, log=print, scheduler: str | None = None, num_parts: int = 1,
-                     part_id: int = 0) -> list[CaseOutcome]:
+                     part_id: int = 0) -> list[Outcome]:
     """Preprocess every case found in `inputs` into `out_dir`; resume unless `overwrite`.
 
     `scheduler` runs the cases on a Dask cluster (lungct.batch); `num_parts`/`part_id` keep one shard of
     the case list, so that N independent jobs together do every case exactly once.
     """
-    from tqdm import tqdm
-
-    from lungct.batch import run_tasks, shard, torch_threads_per_task, worker_lost
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = discover(inputs)
@@ -218,37 +173,19 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
     cases = shard(cases, num_parts, part_id)
     if num_parts == 1:  # with shards, other parts may be writing right now: leave their temporaries alone
         _remove_stale_temporaries(out_dir)
-    outcomes: list[CaseOutcome] = []
-    todo = []
-    for case in cases:
-        if not overwrite and is_done(out_dir, case.name):
-            outcomes.append(CaseOutcome(case.name, str(case.source), "skipped", "done in an earlier run"))
-        else:
-            todo.append(case)
-    skipped = len(outcomes)
-    if skipped:
-        log(f"{skipped} of {len(cases)} case(s) already done in {out_dir} (resuming; --overwrite redoes them)")
+    outcomes = [Outcome(c.name, str(c.source), "skipped", "done in an earlier run") for c in cases
+                if not overwrite and is_done(out_dir, c.name)]
+    todo = [c for c in cases if overwrite or not is_done(out_dir, c.name)]
+    if outcomes:
+        log(f"{len(outcomes)} of {len(cases)} case(s) already done in {out_dir} (resuming; --overwrite redoes them)")
         _warn_recipe_change(out_dir, [o.name for o in outcomes], recipe, log)
     for case in cases:
         for note in case.notes:
             log(f"note: {note}")
     workers = max(1, min(workers, len(todo))) if todo else 1
-    threads = torch_threads_per_task(scheduler) if scheduler else max(1, (os.cpu_count() or 1) // workers)
-    bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress or not todo, dynamic_ncols=True)
-
-    def crashed(case: CaseSource, err: Exception) -> CaseOutcome:
-        return CaseOutcome(case.name, str(case.source), "failed", worker_lost(case.source, err))
-
-    for outcome in run_tasks(_run_one, todo, str(out_dir), recipe, overwrite, threads, workers=workers,
-                             scheduler=scheduler, on_crash=crashed):
-        outcomes.append(outcome)
-        bar.update(1)
-        if outcome.status == "failed":
-            bar.write(f"FAILED {outcome.reason}")
-        elif outcome.record:
-            for warning in outcome.record.get("warnings", []):
-                bar.write(f"warning: {outcome.name}: {warning}")
-    bar.close()
+    threads = threads_per_task(scheduler, workers)
+    outcomes += run_cases(preprocess_one, todo, str(out_dir), recipe, overwrite, threads, workers=workers,
+                          scheduler=scheduler, progress=progress, log=log, desc="preprocess")
     suffix = f"-part{part_id}of{num_parts}" if num_parts > 1 else ""
     write_tables(out_dir, outcomes, failures_name=f"failures{suffix}.csv")
     return outcomes
@@ -256,15 +193,11 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Temporary folders of an interrupted run (this command is the only writer of out_dir)."""
-    for item in out_dir.glob(".tmp-*"):
-        shutil.rmtree(item, ignore_errors=True)
-    for item in out_dir.glob(".old-*"):
+    for item in [*out_dir.glob(".tmp-*"), *out_dir.glob(".old-*")]:
         shutil.rmtree(item, ignore_errors=True)
 
 
 def _warn_recipe_change(out_dir: Path, names: list[str], recipe: dict, log) -> None:
-    import json
-
     digest = recipe_digest(recipe)
     for name in names:
         try:
@@ -277,10 +210,8 @@ def _warn_recipe_change(out_dir: Path, names: list[str], recipe: dict, log) -> N
             return
 
 
-def write_tables(out_dir: Path, outcomes: list[CaseOutcome], failures_name: str = "failures.csv") -> None:
+def write_tables(out_dir: Path, outcomes: list[Outcome], failures_name: str = "failures.csv") -> None:
     """summary.csv (every case folder in out_dir plus this run's failures) and failures.csv."""
-    import json
-
     rows = {}
     for record_path in sorted(Path(out_dir).glob("*/case.json")):
         try:
@@ -290,8 +221,9 @@ def write_tables(out_dir: Path, outcomes: list[CaseOutcome], failures_name: str 
         volumes = record.get("volumes_ml", {})
         rows[record["case"]] = {
             "case": record["case"], "status": record.get("status", "ok"),
-            "right_ml": volumes.get("right"), "left_ml": volumes.get("left"), "total_ml": volumes.get("total"),
-            "flags": ";".join(record.get("flags", [])), "warnings": " | ".join(record.get("warnings", [])),
+            "right_lung_ml": volumes.get("right_lung"), "left_lung_ml": volumes.get("left_lung"),
+            "total_ml": volumes.get("total"), "flags": ";".join(record.get("flags", [])),
+            "warnings": " | ".join(record.get("warnings", [])),
             "source": _source_text(record.get("sources")), "seconds": (record.get("timings_s") or {}).get("total"),
         }
     failures = [o for o in outcomes if o.status == "failed"]

@@ -1,6 +1,6 @@
 """Lungs: the air inside the body, airways removed, gas outside the lungs refused, split into right and left.
 
-How it goes (DESIGN.md §4), on a coarse analysis grid (2 mm) for the decisions and the full grid for
+How it goes (docs/design.md, "Lung isolation"), on a coarse analysis grid (2 mm) for the decisions and the full grid for
 the boundary:
 1. candidates = air (< -320 HU) inside the filled body: the couch and outside air are already gone;
 2. the trachea is found as a small, round, central air object in the upper slices and followed down
@@ -18,20 +18,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, asdict
 
-import nibabel as nib
 import numpy as np
 from monai.transforms import MapTransform
 from scipy import ndimage as ndi
 
-from lungct.geometry import voxel_spacing
+from lungct.geometry import from_ras, to_ras, voxel_spacing
+from lungct.labels import LEFT_LUNG as LEFT, RIGHT_LUNG as RIGHT
 from lungct.morphology import (IN_PLANE, analysis_strides, bounding_box, dilate_mm, fill_holes_2d,
                                upsample_nearest)
-from lungct.transforms.body import body_mask
-from lungct.transforms.common import case_info, hu_to_stored, like_image, spacing_of, volume_of, affine_of
+from lungct.ct.transforms.body import body_mask
+from lungct.ct.transforms.separation import split_in_two, split_objects
+from lungct.ct.transforms.common import case_info, hu_to_stored, like_image, volume_of, affine_of
 
-RIGHT, LEFT = 1, 2
-SOFT_TISSUE_HU = 40.0
-LABEL_NAMES = {RIGHT: "right", LEFT: "left"}
 
 
 @dataclass
@@ -45,6 +43,9 @@ class LungParams:
     trachea_max_area_mm2: float = 700.0
     trachea_max_offset_mm: float = 40.0
     trachea_search_fraction: float = 0.5
+    trachea_min_fill: float = 0.45  # share of its bounding box a round tube fills (a circle: 0.79)
+    trachea_max_aspect: float = 2.5  # longest over shortest side of its box: tubes are round, not slits
+    trachea_follow_factor: float = 1.5  # an airway followed slice to slice may grow to this x the max area
     bronchus_length_mm: float = 30.0
     split_radius_mm: float = 4.0
     core_threshold_hu: float = -600.0
@@ -55,29 +56,13 @@ class LungParams:
     gas_p90_hu: float = -900.0
     lung_max_median_hu: float = -600.0
     merge_distance_mm: float = 4.0
+    min_candidate_ml: float = 1.0  # objects smaller than this are never lungs: their density is not measured
+    split_step_mm: float = 2.0  # erosion radius step while splitting a fused lung pair
+    split_min_fraction: float = 0.1  # the smaller of two split parts must hold this share of the larger
+    soft_tissue_hu: float = 40.0  # for the partial-volume boundary on coarse scans
     boundary_hu: float | None = None  # None: threshold_hu, or the partial-volume midpoint on coarse scans
     partial_volume_spacing_mm: float = 2.0
     both_sides_fraction: float = 0.2
-
-
-# ------------------------------------------------------------------------------------------- orientation
-
-
-def _ras_ornt(affine: np.ndarray) -> np.ndarray:
-    """nibabel orientation turning the array into R-A-S axis order (x to the right, y anterior, z up)."""
-    return nib.orientations.io_orientation(np.asarray(affine, dtype=float))
-
-
-def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ornt = _ras_ornt(affine)
-    out = nib.orientations.apply_orientation(array, ornt)
-    return out, np.asarray(affine, dtype=float) @ nib.orientations.inv_ornt_aff(ornt, array.shape)
-
-
-def from_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    ornt = _ras_ornt(affine)
-    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
-    return nib.orientations.apply_orientation(array, back)
 
 
 # --------------------------------------------------------------------------------------------- airways
@@ -108,7 +93,7 @@ def find_airways(air: np.ndarray, body: np.ndarray, spacing, p: LungParams) -> t
         box = boxes[lab - 1]
         extent = [(s.stop - s.start) * sp for s, sp in zip(box[:2], spacing[:2])]
         fill = area / (extent[0] * extent[1])
-        return fill >= 0.45 and max(extent) <= 2.5 * max(min(extent), 1e-6)
+        return fill >= p.trachea_min_fill and max(extent) <= p.trachea_max_aspect * max(min(extent), 1e-6)
 
     top, bottom = slices_with_air[-1], slices_with_air[0]
     search_to = top - int((top - bottom) * p.trachea_search_fraction)
@@ -123,7 +108,7 @@ def find_airways(air: np.ndarray, body: np.ndarray, spacing, p: LungParams) -> t
     seed_slice = int(round(centres[seed - 1][2]))
     airway[labels == seed] = True
     current = {seed}
-    max_follow = p.trachea_max_area_mm2 * 1.5
+    max_follow = p.trachea_max_area_mm2 * p.trachea_follow_factor
     # Upwards: larynx and trachea above the seed while they stay tube-sized.
     for k in range(seed_slice + 1, air.shape[2]):
         below = np.isin(labels[:, :, k - 1], list(current))
@@ -154,79 +139,11 @@ def find_airways(air: np.ndarray, body: np.ndarray, spacing, p: LungParams) -> t
                     "volume_ml": round(float(voxels * np.prod(spacing) / 1000), 1)}
 
 
-# ----------------------------------------------------------------------------------- object separation
-
-
-def split_objects(mask: np.ndarray, spacing, radius_mm: float, core: np.ndarray | None = None):
-    """(label map, count, seed map) cutting the mask at necks narrower than 2 x radius_mm.
-
-    Seeds are the `core` voxels (default: the mask) eroded by radius_mm; every voxel of the mask joins
-    its nearest seed inside its own connected component; parts with no seed keep a label of their own.
-    A stricter `core` threshold cuts what partial volume glues together, such as lung and stomach gas
-    through a diaphragm averaged into a thick slice.
-    """
-    out = np.zeros(mask.shape, np.int32)
-    seed_map = np.zeros(mask.shape, bool)
-    box = bounding_box(mask)
-    if not mask.any():
-        return out, 0, seed_map
-    sub = mask[box]
-    components, _ = ndi.label(sub)
-    padded = np.pad(sub if core is None else sub & core[box], 1)
-    distance = ndi.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
-    seeds, n_seeds = ndi.label(distance > radius_mm)
-    seed_map[box] = seeds > 0
-    labels = np.zeros(sub.shape, np.int32)
-    if n_seeds:
-        _, nearest = ndi.distance_transform_edt(seeds == 0, sampling=spacing, return_indices=True)
-        owner = seeds[tuple(nearest)]
-        same_component = components[tuple(nearest)] == components
-        labels = np.where(sub & same_component, owner, 0).astype(np.int32)
-        del nearest, owner, same_component
-    leftover = sub & (labels == 0)
-    rest, n_rest = ndi.label(leftover)
-    labels[leftover] = rest[leftover] + n_seeds
-    out[box] = labels
-    return out, n_seeds + n_rest, seed_map
-
-
-def _depth_mm(mask: np.ndarray, spacing, single_slice: bool) -> np.ndarray:
-    """Distance (mm) from each voxel to the outside of `mask`; the box's border counts as outside.
-
-    In a single-slice image the slice's two faces are not a border: depth is measured in-plane, else
-    every voxel lies within one slice thickness of the outside and no erosion ever leaves a seed.
-    """
-    pad = [(1, 1), (1, 1), (0, 0) if single_slice else (1, 1)]
-    inner = tuple(slice(before, before + n) for (before, _), n in zip(pad, mask.shape))
-    return ndi.distance_transform_edt(np.pad(mask, pad), sampling=spacing)[inner]
-
-
-def split_in_two(obj: np.ndarray, spacing, start_mm: float, stop_mm: float) -> np.ndarray | None:
-    """Labels 1/2 for an object eroded until it falls into two big parts, or None if it never does."""
-    box = bounding_box(obj)
-    sub = obj[box]
-    distance = _depth_mm(sub, spacing, single_slice=obj.shape[2] == 1)
-    radius = start_mm
-    while radius <= stop_mm:
-        seeds, count = ndi.label(distance > radius)
-        if count >= 2:
-            sizes = np.bincount(seeds.ravel())
-            sizes[0] = 0
-            first, second = np.argsort(sizes)[::-1][:2]
-            if sizes[second] >= 0.1 * sizes[first]:
-                two = np.where(seeds == first, 1, np.where(seeds == second, 2, 0))
-                _, nearest = ndi.distance_transform_edt(two == 0, sampling=spacing, return_indices=True)
-                out = np.zeros(obj.shape, np.uint8)
-                out[box] = np.where(sub, two[tuple(nearest)], 0)
-                return out
-        radius += 2.0
-    return None
-
-
 # ----------------------------------------------------------------------------------- choosing the lungs
 
 
-def _object_stats(objects: np.ndarray, count: int, hu: np.ndarray, seeds: np.ndarray, spacing) -> list[dict]:
+def _object_stats(objects: np.ndarray, count: int, hu: np.ndarray, seeds: np.ndarray, spacing,
+                  min_candidate_ml: float) -> list[dict]:
     """Volume, centre and the density of each object's core (its seed, or all of it when it has none)."""
     index = np.arange(1, count + 1)
     voxels = np.bincount(objects.ravel(), minlength=count + 1)[1:]
@@ -236,7 +153,7 @@ def _object_stats(objects: np.ndarray, count: int, hu: np.ndarray, seeds: np.nda
     voxel_ml = float(np.prod(spacing)) / 1000.0
     boxes = ndi.find_objects(objects, max_label=count)
     stats = []
-    big = voxels * voxel_ml >= 1.0  # density only matters for objects that could be a lung
+    big = voxels * voxel_ml >= min_candidate_ml  # density only matters for objects that could be a lung
     for lab, n, c, cored, want, box in zip(index, voxels, centres, has_core, big, boxes):
         entry = {"label": int(lab), "volume_ml": float(n * voxel_ml), "centre": np.asarray(c, dtype=float),
                  "core_median_hu": np.nan, "core_p90_hu": np.nan}
@@ -250,7 +167,7 @@ def _object_stats(objects: np.ndarray, count: int, hu: np.ndarray, seeds: np.nda
 def choose_lungs(objects: np.ndarray, count: int, hu: np.ndarray, seeds: np.ndarray, spacing, midline_x: float,
                  p: LungParams) -> tuple[np.ndarray, dict]:
     """Right (1) / left (2) label map on an R-A-S grid from the separated air objects."""
-    stats = _object_stats(objects, count, hu, seeds, spacing)
+    stats = _object_stats(objects, count, hu, seeds, spacing, p.min_candidate_ml)
     lungs = np.zeros(objects.shape, np.uint8)
     min_ml = p.min_lung_volume_ml
     if objects.shape[2] == 1:
@@ -270,7 +187,8 @@ def choose_lungs(objects: np.ndarray, count: int, hu: np.ndarray, seeds: np.ndar
     xs = np.flatnonzero(first_mask.any(axis=(1, 2)))
     right_share = first_mask[int(np.ceil(midline_x)):].sum() / max(first_mask.sum(), 1)
     if min(right_share, 1 - right_share) > p.both_sides_fraction and len(xs):
-        two = split_in_two(first_mask, spacing, p.split_radius_mm + 2, p.max_split_radius_mm)
+        two = split_in_two(first_mask, spacing, p.split_radius_mm + p.split_step_mm, p.max_split_radius_mm,
+                           p.split_step_mm, p.split_min_fraction)
         if two is not None:
             report["split_at_midline"] = True
             centre_1 = ndi.center_of_mass(two == 1)[0]
@@ -344,7 +262,6 @@ def segment_lungs(array: np.ndarray, affine: np.ndarray, body: np.ndarray | None
     candidates = air_c & ~airway_c
     objects, count, seeds = split_objects(candidates, coarse_spacing, p.split_radius_mm,
                                           core=hu_c < p.core_threshold_hu)
-    body_xs = np.flatnonzero(body_c.any(axis=(1, 2)))
     midline_x = _midline(body_c)
     lungs_c, report = choose_lungs(objects, count, hu_c, seeds, coarse_spacing, midline_x, p)
     del objects
@@ -357,7 +274,7 @@ def segment_lungs(array: np.ndarray, affine: np.ndarray, body: np.ndarray | None
         if native_spacing is not None and max(native_spacing) > p.partial_volume_spacing_mm:
             parenchyma = hu_c[(lungs_c > 0) & (hu_c < p.core_threshold_hu)]
             if parenchyma.size:
-                boundary_hu = min((float(np.median(parenchyma)) + SOFT_TISSUE_HU) / 2, p.threshold_hu)
+                boundary_hu = min((float(np.median(parenchyma)) + p.soft_tissue_hu) / 2, p.threshold_hu)
     report["boundary_hu"] = round(boundary_hu, 1)
     air = (a < to_stored(boundary_hu)) & body_ras
     # Back to the full grid: full-resolution air near a coarse lung voxel takes its label.
@@ -375,10 +292,9 @@ def segment_lungs(array: np.ndarray, affine: np.ndarray, body: np.ndarray | None
     voxel_ml = float(np.prod(spacing)) / 1000.0
     report.update({
         "airway": airway_report,
-        "right_ml": round(float((lungs == RIGHT).sum() * voxel_ml), 1),
-        "left_ml": round(float((lungs == LEFT).sum() * voxel_ml), 1),
+        "right_lung_ml": round(float((lungs == RIGHT).sum() * voxel_ml), 1),
+        "left_lung_ml": round(float((lungs == LEFT).sum() * voxel_ml), 1),
     })
-    del body_xs
     return from_ras(lungs, affine), report
 
 
@@ -393,6 +309,8 @@ def _midline(body: np.ndarray) -> float:
 class LungMaskd(MapTransform):
     """Add "lungs" (uint8: 1 = right lung, 2 = left lung) to the dict; the report goes to case["lungs"]."""
 
+    PARAMS = LungParams  # every constant of the step, recipe arguments of its own
+    ADDS_ONLY = True  # adds its key, leaves the image alone: only the ROI needs it at inference
     def __init__(self, keys="image", output_key: str = "lungs", body_key: str = "body",
                  allow_missing_keys: bool = False, **params):
         super().__init__(keys, allow_missing_keys)
@@ -411,11 +329,11 @@ class LungMaskd(MapTransform):
                                       native_spacing=native_spacing)
         info["lungs"] = report
         info["lungs"]["params"] = asdict(self.params)
-        if report["right_ml"] + report["left_ml"] == 0:
+        if report["right_lung_ml"] + report["left_lung_ml"] == 0:
             info["warnings"].append("no lung found")
             info["flags"].append("no_lungs")
-        elif min(report["right_ml"], report["left_ml"]) == 0:
-            side = "right" if report["right_ml"] == 0 else "left"
+        elif min(report["right_lung_ml"], report["left_lung_ml"]) == 0:
+            side = "right" if report["right_lung_ml"] == 0 else "left"
             info["warnings"].append(f"only one lung found: no {side} lung")
             info["flags"].append("one_lung")
         d[self.output_key] = like_image(d, lungs, key)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 from monai.transforms import MapTransform
-from scipy import ndimage as ndi
 
-from lungct.morphology import (IN_PLANE, analysis_strides, dilate_mm, erode_mm, fill_holes_2d, largest_component,
+from lungct.morphology import (analysis_strides, dilate_mm, erode_mm, fill_holes_2d, largest_component,
                                upsample_nearest)
-from lungct.transforms.common import case_info, hu_to_stored, like_image, spacing_of, volume_of
+from lungct.ct.transforms.common import case_info, hu_to_stored, like_image, spacing_of, volume_of
 
 
 def body_mask(array: np.ndarray, spacing, threshold: float = -500.0, opening_radius_mm: float = 4.0,
@@ -35,6 +34,7 @@ def body_mask(array: np.ndarray, spacing, threshold: float = -500.0, opening_rad
 class BodyMaskd(MapTransform):
     """Add "body" (uint8) to the dict: the filled body, couch and outside air excluded."""
 
+    ADDS_ONLY = True  # adds its key, leaves the image alone: only the ROI needs it at inference
     def __init__(self, keys="image", output_key: str = "body", threshold_hu: float = -500.0,
                  opening_radius_mm: float = 4.0, analysis_spacing_mm: float = 2.0, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)

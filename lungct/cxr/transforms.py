@@ -1,9 +1,9 @@
 """MONAI dictionary transforms of the radiograph chain (pipelines/cxr-2d.yaml), one step each.
 
 The dict holds "image" (float32, channel first: (1, rows, cols), as displayed, brighter = denser),
-optionally "mask" (uint8 (1, rows, cols), the lung fields), and "cxr", a plain JSON record of what was
+optionally "mask" (uint8 (1, rows, cols), the lung fields), and "case", a plain JSON record of what was
 done (original shape, spacing, the resize/pad) so a mask predicted on the 256 x 256 grid can go back to
-the radiograph's own pixels (lungct.cxr.to_original).
+the radiograph's own pixels (to_original).
 """
 from __future__ import annotations
 
@@ -24,13 +24,16 @@ def _array(value) -> np.ndarray:
     return array
 
 
-def cxr_record(data: dict) -> dict:
-    return data.setdefault("cxr", {})
+__all__ = ["ScaleGreyd", "ResizePadd", "EqualiseHistogramd", "LocalContrastNormalised"]
+
+
+def case_record(data: dict) -> dict:
+    return data.setdefault("case", {})
 
 
 def valid_region(data: dict, shape) -> np.ndarray:
     """True on the image's own pixels, False on the padding ResizePadd added (all True before it)."""
-    resize = cxr_record(data).get("resize")
+    resize = case_record(data).get("resize")
     region = np.ones(shape, bool)
     if resize and tuple(resize["size"]) == tuple(shape):
         (top, bottom), (left, right) = resize["pad"]
@@ -60,7 +63,7 @@ class ScaleGreyd(MapTransform):
                 else (image.min(), image.max())
             span = float(hi - lo)
             data[key] = np.clip((image - lo) / span, 0, 1).astype(np.float32) if span > 0 else np.zeros_like(image)
-            cxr_record(data)["grey_range"] = [float(lo), float(hi)]
+            case_record(data)["grey_range"] = [float(lo), float(hi)]
         return data
 
 
@@ -92,7 +95,7 @@ class ResizePadd(MapTransform):
     """Aspect-preserving resize so the longer side fits `size`, then symmetric padding to `size`.
 
     `keys` are images (bilinear, anti-aliased), `label_keys` masks (nearest). The resize and the padding
-    go into data["cxr"]["resize"] so lungct.cxr.to_original can undo them exactly.
+    go into data["cxr"]["resize"] so to_original can undo them exactly.
     """
 
     def __init__(self, keys=("image",), label_keys=("mask",), size=(256, 256), pad_value: float = 0.0,
@@ -122,7 +125,7 @@ class ResizePadd(MapTransform):
             resized = nearest_resize(array, inner) if label else linear_resize(array, inner)
             fill = 0 if label else self.pad_value
             data[key] = np.pad(resized, pad, constant_values=fill)[None].astype(array.dtype if label else np.float32)
-        cxr_record(data)["resize"] = {"original_shape": [int(s) for s in shape], "resized_shape": list(inner),
+        case_record(data)["resize"] = {"original_shape": [int(s) for s in shape], "resized_shape": list(inner),
                                       "size": list(self.size), "pad": pad}
         return data
 
@@ -201,3 +204,27 @@ class LocalContrastNormalised(MapTransform):
             neutral = 0.5 if self.to_unit else 0.0  # padding reads as a flat area, like a collimated border
             data[key] = np.where(region > 0, out, neutral)[None].astype(np.float32)
         return data
+
+
+def to_original(array: np.ndarray, record: dict, nearest: bool = True) -> np.ndarray:
+    """Undo ResizePadd: crop the padding and resize to the radiograph's original (rows, cols).
+
+    Nearest neighbour (pixel centres aligned) for labels, which is exact when the original size is an
+    integer multiple of the resized one; `nearest=False` resizes linearly (for probability maps).
+    """
+    array = np.asarray(array)
+    resize = record.get("resize") if "resize" in record else record
+    if not resize or "pad" not in resize:
+        return array
+    size = tuple(resize["size"])
+    if array.shape[-2:] != size:
+        raise LungctError(record.get("source"), f"prediction is {array.shape[-2:]} but the chain made {size}")
+    (top, bottom), (left, right) = resize["pad"]
+    inner = array[..., top:size[0] - bottom, left:size[1] - right]
+    shape = tuple(resize["original_shape"])
+    if nearest:
+        return nearest_resize(inner, shape)
+    if inner.ndim == 2:
+        return linear_resize(inner, shape)
+    return np.stack([linear_resize(channel, shape) for channel in inner.reshape(-1, *inner.shape[-2:])]).reshape(
+        *inner.shape[:-2], *shape)

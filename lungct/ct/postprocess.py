@@ -13,27 +13,31 @@ from lungct.morphology import bounding_box, fill_holes_2d
 FULL_3D = ndi.generate_binary_structure(3, 3)
 
 
-def keep_main_components(labels: np.ndarray, values, min_fraction: float = 0.1) -> np.ndarray:
-    """Per label, the largest connected component plus any other at least `min_fraction` of its size.
+def keep_main_components(labels: np.ndarray, values, min_fraction: float = 0.1) -> tuple[np.ndarray, dict]:
+    """Per label, the largest connected component plus any other at least `min_fraction` of its size;
+    and how many components each label keeps (more than one or two is worth a look).
 
     A lung split in two by a tumour or a fissure-like gap keeps both parts; specks are dropped.
     """
-    out = labels.copy()
+    out, kept = labels.copy(), {}
     for value in values:
         mask = labels == value
         box = bounding_box(mask)
+        kept[int(value)] = 0
         if not mask[box].any():
             continue
         components, count = ndi.label(mask[box], structure=FULL_3D)
+        kept[int(value)] = count
         if count <= 1:
             continue
         sizes = np.bincount(components.ravel())
         sizes[0] = 0
         drop = sizes < min_fraction * sizes.max()
         drop[0] = False
+        kept[int(value)] = int(count - drop[1:].sum())
         region = out[box]
         region[drop[components]] = 0
-    return out
+    return out, kept
 
 
 def fill_holes(labels: np.ndarray, values) -> np.ndarray:
@@ -57,9 +61,11 @@ def restrict_to_roi(labels: np.ndarray, roi: np.ndarray) -> np.ndarray:
     return out
 
 
-def postprocess(labels: np.ndarray, values, roi: np.ndarray | None = None, min_fraction: float = 0.1) -> np.ndarray:
-    """The whole clean-up in order: ROI restriction, main components, then hole filling."""
+def postprocess(labels: np.ndarray, values, roi: np.ndarray | None = None,
+                min_fraction: float = 0.1) -> tuple[np.ndarray, dict]:
+    """The whole clean-up in order: ROI restriction, main components, then hole filling; returns the
+    labels and the number of components each label keeps."""
     if roi is not None:
         labels = restrict_to_roi(labels, roi)
-    labels = keep_main_components(labels, values, min_fraction)
-    return fill_holes(labels, values)
+    labels, kept = keep_main_components(labels, values, min_fraction)
+    return fill_holes(labels, values), kept

@@ -1,0 +1,1 @@
+"""CT: the preprocessing chain, the CT segmenter, lesion synthesis and lung densitometry."""

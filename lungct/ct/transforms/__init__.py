@@ -1,0 +1,13 @@
+"""MONAI dictionary transforms of the CT chain, one concern per module.
+
+Each transform works on the dict the chain passes along: "image" (a MetaTensor, channel first, affine in
+RAS mm), label keys added by the steps ("body", "lungs", "roi"), and "case", a dict of flags, warnings
+and measurements that ends up in the sidecar. Recipes name them by class; lungct.recipes finds them here.
+"""
+from lungct.ct.transforms.body import BodyMaskd
+from lungct.ct.transforms.intensity import CheckHUCalibrationd, HUWindowd, MaskOutsideROId
+from lungct.ct.transforms.lungs import LungMaskd
+from lungct.ct.transforms.mirror import MirrorROId
+from lungct.ct.transforms.resample import Resampled
+
+__all__ = ["BodyMaskd", "CheckHUCalibrationd", "HUWindowd", "MaskOutsideROId", "LungMaskd", "MirrorROId", "Resampled"]

@@ -1,0 +1,229 @@
+"""`lungct infer`: CT scans and radiographs (one folder may hold both, in any nesting) through one path.
+
+Discovery gives every case its modality; each modality gets its segmenter (the model given for it with
+--model, or the shipped default), loaded once per process the first time a case needs it. Cases run
+through lungct.batch (progress, failure isolation, local processes or a Dask cluster, shards); each
+result writes its mask under a temporary name, then its sidecar, whose presence marks the case as done
+for a resumed run. A folder output also gets report.html, the batch QC page, rewritten after every case.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lungct.batch import Outcome, guarded, limit_threads, run_cases, shard, threads_per_task
+from lungct.errors import LungctError
+from lungct.io import CaseSource, discover
+from lungct.io.volumes import NIFTI_SUFFIXES, PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of, write_json
+from lungct.segmentation import OutputPlan
+
+MODALITIES = ("ct", "cxr")
+MASK_SUFFIX = {"ct": ".nii.gz", "cxr": ".png"}
+
+
+@dataclass
+class InferOptions:
+    """Everything that shapes a segmenter; the same options load the same models on any worker."""
+
+    models: list[str] = field(default_factory=list)  # --model, each serving its own modality
+    device: str = "auto"
+    precision: str = "auto"
+    tta: bool = False
+    binary: bool = False
+    roi: bool | None = None
+    slice_batch: int = 16
+    sw_batch_size: int = 4
+    overlap: float = 0.5
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def make_segmenter(model, **options):
+    """The segmenter of a loaded Model's modality (options a modality does not take are ignored)."""
+    if model.modality == "cxr":
+        from lungct.cxr.segmenter import RadiographSegmenter
+
+        return RadiographSegmenter(model, binary=bool(options.get("binary", False)))
+    from lungct.ct.segmenter import CTSegmenter
+
+    names = ("tta", "roi", "binary", "slice_batch", "sw_batch_size", "overlap")
+    return CTSegmenter(model, **{k: v for k, v in options.items() if k in names})
+
+
+def models_by_modality(models: list[str]) -> dict[str, str]:
+    """{modality: model} for the models given with --model (read from each checkpoint's meta)."""
+    from lungct.checkpoint import read_meta
+    from lungct.models import resolve_model
+
+    out: dict[str, str] = {}
+    for model in models:
+        modality = read_meta(resolve_model(model)).get("modality", "ct")
+        if modality in out:
+            raise LungctError(model, f"two {modality} models given with --model ({out[modality]} and {model})")
+        out[modality] = model
+    return out
+
+
+_SEGMENTERS: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+def segmenter_for(modality: str, options: InferOptions):
+    """This process's segmenter for a modality, loaded on first use and kept for the cases that follow."""
+    from lungct.models import Model
+
+    key = (modality, options.key())
+    with _LOCK:
+        if key not in _SEGMENTERS:
+            model = Model.load(models_by_modality(options.models).get(modality), modality, options.device,
+                               options.precision)
+            settings = {k: v for k, v in asdict(options).items() if k not in ("models", "device", "precision")}
+            _SEGMENTERS[key] = make_segmenter(model, **settings)
+        return _SEGMENTERS[key]
+
+
+# --------------------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class Job:
+    """One case to segment and where its outputs go."""
+
+    case: CaseSource
+    plan: OutputPlan
+    record_failures: bool = True  # a failed case leaves a sidecar saying why (folder outputs)
+
+    @property
+    def name(self) -> str:
+        return self.case.name
+
+    @property
+    def source(self):
+        return self.case.source
+
+
+def is_file_output(output: Path) -> bool:
+    return suffix_of(Path(output)) in VOLUME_SUFFIXES + PICTURE_SUFFIXES
+
+
+def plan_jobs(cases: list[CaseSource], output: Path, preview) -> list[Job]:
+    """Where each case's mask, sidecar and preview go: <case>.nii.gz (CT) or <case>.png (radiograph) in a
+    folder, or the one file `output` names (NIfTI for either; PNG for a radiograph)."""
+    output = Path(output)
+    if is_file_output(output):
+        suffix = suffix_of(output)
+        if len(cases) != 1:
+            raise LungctError(output, f"is one file but the input holds {len(cases)} cases: give a folder as -o")
+        case = cases[0]
+        if suffix not in NIFTI_SUFFIXES and not (suffix == ".png" and case.modality == "cxr"):
+            wanted = "NIfTI (.nii.gz) or PNG" if case.modality == "cxr" else "NIfTI"
+            raise LungctError(output, f"{'radiograph' if case.modality == 'cxr' else 'CT'} masks are written as "
+                                      f"{wanted}: name the output .nii.gz (or give a folder)")
+        stem = output.name[: -len(suffix)]
+        png = None if preview is None else output.with_name(f"{stem}-preview.png") if str(preview) == "auto" \
+            else Path(preview)
+        return [Job(case, OutputPlan(output, output.with_name(f"{stem}.json"), png), record_failures=False)]
+    png_dir = None if preview is None else output if str(preview) == "auto" else Path(preview)
+    return [Job(c, OutputPlan(output / f"{c.name}{MASK_SUFFIX[c.modality]}", output / f"{c.name}.json",
+                              None if png_dir is None else png_dir / f"{c.name}-preview.png")) for c in cases]
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def segment_job(job: Job, options: InferOptions, threads: int | None = None) -> Outcome:
+    """A batch task: one case end to end (read, segment, write); every failure becomes a one-line reason."""
+    if threads:
+        limit_threads(threads)
+    outcome = guarded(job.name, job.source, _segment, job, options)
+    if outcome.status == "failed" and job.record_failures:
+        write_json(job.plan.json, {"case": job.name, "status": "failed", "modality": job.case.modality,
+                                   "source": str(job.source), "reason": outcome.reason,
+                                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    return outcome
+
+
+def _segment(job: Job, options: InferOptions) -> dict:
+    segmenter = segmenter_for(job.case.modality, options)
+    return segmenter.segment(job.case).write(job.plan)
+
+
+def is_done(job: Job) -> bool:
+    """A case is done when its mask exists and its sidecar says ok (a failed case is tried again)."""
+    if not (job.plan.mask.exists() and job.plan.json.exists()):
+        return False
+    try:
+        return json.loads(job.plan.json.read_text()).get("status", "ok") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def infer(inputs: list[Path], output: Path, options: InferOptions | None = None, modality: str = "auto",
+          overwrite: bool = False, preview=None, progress: bool = True, log=print, num_parts: int = 1,
+          part_id: int = 0, scheduler: str | None = None) -> list[Outcome]:
+    """Segment every case found in `inputs`; resume (skip finished cases) unless `overwrite`."""
+    options = options or InferOptions()
+    cases = discover([Path(p) for p in inputs])
+    if not cases:
+        raise LungctError(", ".join(str(p) for p in inputs), "no scans or radiographs found (DICOM, NIfTI, NRRD, "
+                                                              "MHA, PNG, JPEG, TIFF)")
+    if modality != "auto":  # forced: the other kind is refused case by case
+        for case in cases:
+            case.problem = case.problem or case.refusal(modality)
+            case.modality = modality
+    given = models_by_modality(options.models)
+    kinds = {c.modality for c in cases if not c.problem}
+    if given and kinds and not kinds & set(given):
+        only = "radiographs" if kinds == {"cxr"} else "CT scans"
+        raise LungctError(", ".join(given.values()), f"--model gives a {'/'.join(given)} model, but the input holds "
+                                                      f"only {only}")
+    if options.tta and kinds == {"cxr"}:  # a flip swaps right and left
+        raise LungctError(", ".join(map(str, inputs)), "--tta is for CT scans, not radiographs")
+    cases = shard(cases, num_parts, part_id)
+    jobs = plan_jobs(cases, Path(output), preview)
+    done = [job for job in jobs if not overwrite and is_done(job)]
+    if len(jobs) == 1 and (done or (jobs[0].plan.mask.exists() and not overwrite)):
+        raise LungctError(jobs[0].plan.mask, "exists already (use --overwrite to replace it)")
+    todo = [job for job in jobs if not any(job is d for d in done)]
+    outcomes = [Outcome(j.name, str(j.source), "skipped", "done in an earlier run") for j in done]
+    if outcomes:
+        log(f"{len(outcomes)} of {len(jobs)} case(s) already done in {output} (resuming; --overwrite redoes them)")
+    folder = None if is_file_output(Path(output)) else Path(output)
+
+    def report(_=None) -> None:
+        if folder is not None and folder.is_dir():
+            from lungct.qc import write_report
+
+            try:
+                write_report(folder)
+            except OSError as err:
+                log(f"warning: {folder / 'report.html'}: {err}")
+
+    threads = threads_per_task(scheduler) if scheduler else None
+    outcomes += run_cases(segment_job, todo, options, threads, scheduler=scheduler, progress=progress, log=log,
+                          desc="infer", unit="case", on_outcome=report)
+    report()
+    return outcomes
+
+
+# ------------------------------------------------------------------------------------------- library use
+
+
+def load_segmenter(model=None, modality: str = "ct", device: str = "auto", precision: str = "auto", **options):
+    """A segmenter for the library: `load_segmenter().segment("scan.nii.gz")` (CT), or modality="cxr"."""
+    from lungct.models import Model
+
+    return make_segmenter(Model.load(model, modality, device, precision), **options)
+
+
+def segment(path, model=None, device: str = "auto", **options):
+    """Segment one scan or radiograph (modality found from the file); returns the result (labels on the
+    input's own grid, `.measures`, `.write(plan)`)."""
+    cases = discover([Path(path)])
+    if len(cases) != 1:
+        raise LungctError(path, f"holds {len(cases)} cases; segment one at a time or use `lungct infer`")
+    return load_segmenter(model, cases[0].modality, device, **options).segment(cases[0])
