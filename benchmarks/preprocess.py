@@ -1,13 +1,13 @@
 """Benchmark `lungct preprocess`: seconds and peak memory per case, Dice against every reference mask.
 
-Run by hand (not a test); writes benchmarks/results/preprocess.md and .json:
+Run by hand (not a test); writes preprocess.md and .json into --results (default benchmarks/results):
 
     python benchmarks/preprocess.py                 # shared volumes, full-size scan (3 runs), ct-slices
-    python benchmarks/preprocess.py --quick         # one full-size run, 40 ct-slices
+    python benchmarks/preprocess.py --quick --results /tmp/prep-bench   # one full-size run, 40 ct-slices
 
 Each volume runs in a fresh process so its peak RSS is its own. The full-size scan is chest-cta
-resampled to 0.7 x 0.7 x 1 mm (about 512 x 512 x 286), made once in a temporary folder. The baseline on
-the 205 ct-slices is the textbook recipe (air < -320, drop border air, two largest components, fill).
+resampled to 0.7 x 0.7 x 1 mm (about 512 x 512 x 286; benchmarks/fullsize.py), made once in a temporary
+folder. The baseline on the 201 ct-slices is the textbook recipe (air < -320, drop border air, two largest components, fill).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from fullsize import DATA, ROOT, make_full_size
+
 RESULTS = ROOT / "benchmarks" / "results"
 VOLUMES = [  # (case, scan, reference, reference is right/left)
     ("imlab-id001", "ct-volumes/imlab-id001/image.nii.gz", "ct-volumes/imlab-id001/lungs.nii.gz", False),
@@ -49,8 +49,8 @@ def run_case(scan_path: str, reference: str | None, right_left: bool) -> dict:
     """One case end to end (read, chain, write), in its own process."""
     import torch
 
+    from lungct.ct.preprocess import preprocess_scan, write_case
     from lungct.io import load_scan
-    from lungct.preprocess import preprocess_scan, write_case
     from lungct.recipes import load_recipe
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -78,25 +78,6 @@ def in_fresh_process(*args) -> dict:
         return pool.submit(run_case, *args).result()
 
 
-def make_full_size(folder: Path) -> Path:
-    """chest-cta resampled to 0.7 x 0.7 x 1 mm and padded in-plane to 512 x 512: a routine full-size scan."""
-    from lungct.io import load_scan
-    from lungct.io.volumes import write_nifti
-    from lungct.transforms.geometry import resample_to_spacing
-
-    path = folder / "full-size.nii.gz"
-    if not path.exists():
-        scan = load_scan(DATA / "ct-volumes/chest-cta/image.nii.gz")
-        array, affine = resample_to_spacing(scan.array, scan.affine, [0.7, 0.7, 1.0])
-        padded = np.full((512, 512, array.shape[2]), -1024, np.int16)
-        ox, oy = (512 - array.shape[0]) // 2, (512 - array.shape[1]) // 2
-        padded[ox:ox + array.shape[0], oy:oy + array.shape[1]] = np.clip(np.round(array), -1024, 3071)
-        shift = affine.copy()
-        shift[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([ox, oy, 0])
-        write_nifti(path, padded, shift, dtype=np.int16)
-    return path
-
-
 def textbook(array: np.ndarray) -> np.ndarray:
     """The threshold baseline the issue quotes: air < -320, drop border air, two largest, fill holes."""
     from scipy import ndimage as ndi
@@ -116,10 +97,10 @@ def textbook(array: np.ndarray) -> np.ndarray:
 def ct_slices(limit: int | None) -> list[dict]:
     import nibabel as nib
 
-    from lungct.preprocess import preprocess_scan
+    from lungct.ct.preprocess import preprocess_scan
     from lungct.recipes import Chain, load_recipe
 
-    chain = Chain(load_recipe("preprocess"))
+    chain = Chain.of(load_recipe("preprocess"))
     rows = []
     images = sorted((DATA / "ct-slices/images").glob("*.nii.gz"))[:limit]
     for path in images:
@@ -143,10 +124,11 @@ def summary(values) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one full-size run and 40 ct-slices")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for preprocess.md/.json")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"error: {DATA}: the shared data folder is missing")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     report = {"machine": f"{os.cpu_count()} cores", "volumes": {}, "full_size": [], "ct_slices": []}
     lines = ["# lungct preprocess benchmark", "",
              f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M')}; read + chain + write per case, "
@@ -158,7 +140,7 @@ def main() -> None:
         report["volumes"][name] = row
         rl = f"{row['dice_right']:.4f} / {row['dice_left']:.4f}" if "dice_right" in row else ""
         lines.append(f"| {name} | {'×'.join(map(str, row['shape']))} | {row['seconds']:.1f} | {row['peak_rss_gb']:.2f} | "
-                     f"{row.get('dice', float('nan')):.4f} | {rl} | {row['volumes_ml']['right']} / {row['volumes_ml']['left']} | "
+                     f"{row.get('dice', float('nan')):.4f} | {rl} | {row['volumes_ml']['right_lung']} / {row['volumes_ml']['left_lung']} | "
                      f"{', '.join(row['flags'])} |")
         print(lines[-1], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,10 +168,10 @@ def main() -> None:
               f"- median seconds per slice: {statistics.median(r['seconds'] for r in rows):.2f}", "",
               "Lowest ten (lungct / textbook):", ""]
     lines += [f"- {r['case']}: {r['dice']:.4f} / {r['textbook']:.4f}" for r in sorted(rows, key=lambda r: r["dice"])[:10]]
-    (RESULTS / "preprocess.json").write_text(json.dumps(report, indent=1, default=float))
-    (RESULTS / "preprocess.md").write_text("\n".join(lines) + "\n")
+    (args.results / "preprocess.json").write_text(json.dumps(report, indent=1, default=float))
+    (args.results / "preprocess.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-20:]))
-    print(f"wrote {RESULTS / 'preprocess.md'}")
+    print(f"wrote {args.results / 'preprocess.md'}")
 
 
 if __name__ == "__main__":

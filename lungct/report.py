@@ -12,10 +12,27 @@ from lungct.io.volumes import atomic_path
 from lungct.labels import ROI_COLOUR, colour_of, foreground
 
 
-def grey_levels(values: np.ndarray) -> np.ndarray:
-    """uint8 grey of any values, stretched between their 0.5 and 99.5 percentiles."""
-    lo, hi = np.percentile(values, [0.5, 99.5]) if values.size else (0, 1)
+def grey_levels(values: np.ndarray, window=None) -> np.ndarray:
+    """uint8 grey of any values, stretched between their 0.5 and 99.5 percentiles (or `window`, lo and hi)."""
+    lo, hi = grey_window(values) if window is None else window
     return (np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def grey_window(values: np.ndarray, q=(0.5, 99.5)):
+    """The 0.5 and 99.5 percentiles that grey_levels stretches between: np.percentile's numbers.
+
+    In a clipped window (HUWindowd) both fall inside the runs of the lowest and highest value; then each
+    is that value, interpolated by np.quantile as it would have, with no sorted copy of the volume.
+    """
+    if not values.size:
+        return (0, 1)
+    n, low, high = values.size, values.min(), values.max()
+    position = (n - 1) * np.true_divide(np.asarray(q, dtype=float), 100)  # np.quantile's "linear" index
+    first = np.floor(position).astype(int)
+    if (np.isfinite(low) and np.isfinite(high) and first[0] + 2 <= np.count_nonzero(values == low)
+            and n - first[1] <= np.count_nonzero(values == high)):
+        return [np.quantile(np.array([v, v], values.dtype), [p - f])[0] for v, p, f in zip((low, high), position, first)]
+    return np.percentile(values, q)
 
 
 def tint(grey: np.ndarray, labels: np.ndarray, label_values: dict, roi: np.ndarray | None = None,
@@ -39,11 +56,13 @@ def radiological_views(image, labels, roi, affine, label_values: dict):
     lung = labels > 0
     k = int(np.argmax(lung.sum(axis=(0, 1)))) if lung.any() else image.shape[2] // 2
     j = int(round(np.flatnonzero(lung.any(axis=(0, 2))).mean())) if lung.any() else image.shape[1] // 2
-    grey = grey_levels(image)
+    window = grey_window(image)  # of the whole volume; only the two slices shown are made grey
     # Axial: rows run anterior to posterior, columns patient-right to patient-left.
-    axial = tint(grey[::-1, ::-1, k].T, labels[::-1, ::-1, k].T, label_values, roi[::-1, ::-1, k].T)
+    axial = tint(grey_levels(image[::-1, ::-1, k].T, window), labels[::-1, ::-1, k].T, label_values,
+                 roi[::-1, ::-1, k].T)
     # Coronal: rows run superior to inferior, columns patient-right to patient-left.
-    coronal = tint(grey[::-1, j, ::-1].T, labels[::-1, j, ::-1].T, label_values, roi[::-1, j, ::-1].T)
+    coronal = tint(grey_levels(image[::-1, j, ::-1].T, window), labels[::-1, j, ::-1].T, label_values,
+                   roi[::-1, j, ::-1].T)
     spacing = np.linalg.norm(ras[:3, :3], axis=0)
     return axial, coronal, spacing
 

@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import uuid
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +14,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from lungct.errors import LungctError
-from lungct.geometry import sitk_affine, sitk_to_array
+from lungct.geometry import c_order, sitk_affine, sitk_to_array
+
+try:  # ISA-L gzip: a standard .gz stream, 2x faster to read and 6x to write than zlib (docs/design.md)
+    from isal import igzip, isal_zlib
+    GZIP_ERRORS = (zlib.error, isal_zlib.error)
+except ImportError:  # pragma: no cover - plain zlib through nibabel then
+    igzip = None
+    GZIP_ERRORS = (zlib.error,)
+GZIP_LEVEL = 2  # ISA-L's default: as small as zlib's level 1 on CT, faster than its level 1
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -62,18 +71,27 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, object | None]:
 
 def compact(array: np.ndarray) -> np.ndarray:
     """Integer voxels as int16 when they fit (half the memory of float32); anything else float32."""
+    return array.astype(compact_dtype(array), copy=False)
+
+
+def compact_dtype(array: np.ndarray) -> type:
     if array.dtype.kind in "iu" and array.size and -32768 <= array.min() and array.max() <= 32767:
-        return array.astype(np.int16, copy=False)
-    return array.astype(np.float32, copy=False)
+        return np.int16
+    return np.float32
 
 
 def _read_nifti(path: Path):
     try:
-        img = nib.load(str(path))
-        slope, inter = img.dataobj.slope, img.dataobj.inter
-        unscaled = (slope in (1, None) or np.isnan(slope)) and (inter in (0, None) or np.isnan(inter))
-        data = np.asanyarray(img.dataobj.get_unscaled()) if unscaled else np.asanyarray(img.dataobj)
-    except (EOFError, gzip.BadGzipFile, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        with contextlib.ExitStack() as stack:
+            stream = None
+            if igzip is not None and path.name.lower().endswith(".gz"):
+                stream = stack.enter_context(igzip.IGzipFile(str(path), "rb"))
+            img = _load_nifti(path, stream)
+            slope, inter = img.dataobj.slope, img.dataobj.inter
+            unscaled = (slope in (1, None) or np.isnan(slope)) and (inter in (0, None) or np.isnan(inter))
+            data = np.asanyarray(img.dataobj.get_unscaled()) if unscaled else np.asanyarray(img.dataobj)
+    except (EOFError, gzip.BadGzipFile, OSError, ValueError, nib.filebasedimages.ImageFileError,
+            *GZIP_ERRORS) as err:
         raise LungctError(path, f"cannot read NIfTI file: {_short(err) or 'truncated or corrupt'}") from None
     if data.dtype.fields is not None or data.ndim > 4 or (data.ndim == 4 and data.shape[3] != 1):
         raise LungctError(path, f"has shape {data.shape} ({data.dtype}): not a single 3D CT volume")
@@ -83,7 +101,24 @@ def _read_nifti(path: Path):
         data = data[:, :, None]
     if data.ndim != 3:
         raise LungctError(path, f"has shape {data.shape}: not a 3D CT volume")
-    return compact(np.asarray(data)), np.asarray(img.affine, dtype=float), img.header
+    # NIfTI stores x fastest: the (x, y, z) C-ordered copy the chain works on is made here, by blocks.
+    data = np.asarray(data)
+    return c_order(data, compact_dtype(data)), np.asarray(img.affine, dtype=float), img.header
+
+
+NIFTI_CLASSES = {348: nib.Nifti1Image, 540: nib.Nifti2Image}  # by sizeof_hdr, the header's first field
+
+
+def _load_nifti(path: Path, stream):
+    """nibabel's image of a NIfTI file, read from `stream` (the decompressed .nii.gz) when given."""
+    if stream is None:
+        return nib.load(str(path))
+    first = stream.read(4)
+    stream.seek(0)
+    klass = NIFTI_CLASSES.get(int.from_bytes(first, "little")) or NIFTI_CLASSES.get(int.from_bytes(first, "big"))
+    if klass is None:  # not a NIfTI header: nibabel says what it is
+        return nib.load(str(path))
+    return klass.from_file_map({"image": nib.FileHolder(filename=str(path), fileobj=stream)})
 
 
 def _short(err: Exception) -> str:
@@ -137,7 +172,12 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, header=None, 
     img.header.set_xyzt_units("mm", "sec")
     img.set_data_dtype(dtype or array.dtype)
     with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+        if igzip is None or not tmp.name.endswith(".gz"):
+            nib.save(img, str(tmp))
+        else:  # nibabel writes the bytes, ISA-L compresses them (no name or time in the gzip header)
+            with open(tmp, "wb") as raw, igzip.IGzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL,
+                                                         mtime=0, filename="") as stream:
+                img.to_file_map({"image": nib.FileHolder(filename=str(tmp), fileobj=stream)})
     return Path(path)
 
 

@@ -9,5 +9,7 @@ from lungct.ct.transforms.intensity import CheckHUCalibrationd, HUWindowd, MaskO
 from lungct.ct.transforms.lungs import LungMaskd
 from lungct.ct.transforms.mirror import MirrorROId
 from lungct.ct.transforms.resample import Resampled
+from lungct.ct.transforms.roi import LungROId
 
-__all__ = ["BodyMaskd", "CheckHUCalibrationd", "HUWindowd", "MaskOutsideROId", "LungMaskd", "MirrorROId", "Resampled"]
+__all__ = ["BodyMaskd", "CheckHUCalibrationd", "HUWindowd", "MaskOutsideROId", "LungMaskd", "MirrorROId", "Resampled",
+           "LungROId"]

@@ -51,8 +51,8 @@ class BodyMaskd(MapTransform):
         body = body_mask(array, spacing, hu_to_stored(d, self.threshold_hu), self.opening_radius_mm,
                          self.analysis_spacing_mm)
         info = case_info(d)
-        info["body_volume_ml"] = round(float(body.sum() * np.prod(spacing) / 1000.0), 1)
+        info["body_volume_ml"] = round(float(np.count_nonzero(body) * np.prod(spacing) / 1000.0), 1)
         if not body.any():
             info["warnings"].append("no body found (nothing above the soft-tissue threshold)")
-        d[self.output_key] = like_image(d, body.astype(np.uint8), key)
+        d[self.output_key] = like_image(d, body.view(np.uint8), key)  # bool as 0/1, no copy
         return d

@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 
 from lungct.geometry import from_ras, to_ras, voxel_spacing
 from lungct.labels import LEFT_LUNG as LEFT, RIGHT_LUNG as RIGHT
-from lungct.morphology import (IN_PLANE, analysis_strides, bounding_box, dilate_mm, fill_holes_2d,
+from lungct.morphology import (IN_PLANE, analysis_strides, bounding_box, dilate_mm, fill_holes_2d, fine_box,
                                upsample_nearest)
 from lungct.ct.transforms.body import body_mask
 from lungct.ct.transforms.separation import split_in_two, split_objects
@@ -78,7 +78,7 @@ def find_airways(air: np.ndarray, body: np.ndarray, spacing, p: LungParams) -> t
     pixel_mm2 = spacing[0] * spacing[1]
     areas = np.bincount(labels.ravel(), minlength=count + 1) * pixel_mm2
     index = np.arange(1, count + 1)
-    centres = np.array(ndi.center_of_mass(air, labels, index)).reshape(-1, 3) if count else np.zeros((0, 3))
+    centres = _centres(labels, count)
     boxes = ndi.find_objects(labels)
     body_x = np.array([np.flatnonzero(body[:, :, k].any(axis=1)).mean() if body[:, :, k].any() else np.nan
                        for k in range(body.shape[2])])
@@ -142,12 +142,24 @@ def find_airways(air: np.ndarray, body: np.ndarray, spacing, p: LungParams) -> t
 # ----------------------------------------------------------------------------------- choosing the lungs
 
 
+def _centres(labels: np.ndarray, count: int) -> np.ndarray:
+    """(count, 3) mean voxel index of labels 1..count: ndi.center_of_mass's numbers (the same float sums
+    in the same voxel order) from the labelled voxels alone, not from full-grid coordinate arrays."""
+    flat = labels.ravel()
+    where = np.flatnonzero(flat)
+    owner = flat[where]
+    sizes = np.bincount(owner, minlength=count + 1)[1:count + 1].astype(float)
+    coords = np.unravel_index(where, labels.shape)
+    return np.stack([np.bincount(owner, weights=c.astype(float), minlength=count + 1)[1:count + 1] / sizes
+                     for c in coords], axis=1).reshape(-1, labels.ndim)
+
+
 def _object_stats(objects: np.ndarray, count: int, hu: np.ndarray, seeds: np.ndarray, spacing,
                   min_candidate_ml: float) -> list[dict]:
     """Volume, centre and the density of each object's core (its seed, or all of it when it has none)."""
     index = np.arange(1, count + 1)
     voxels = np.bincount(objects.ravel(), minlength=count + 1)[1:]
-    centres = ndi.center_of_mass(np.ones_like(objects, bool), objects, index) if count else []
+    centres = _centres(objects, count)
     core = np.where(seeds, objects, 0)
     has_core = np.bincount(core.ravel(), minlength=count + 1)[1:] > 0
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -250,13 +262,13 @@ def segment_lungs(array: np.ndarray, affine: np.ndarray, body: np.ndarray | None
     if body is None:
         body_ras = body_mask(a, spacing, to_stored(p.body_threshold_hu))
     else:
-        body_ras = to_ras(np.asarray(body) > 0, affine)[0]
-    air = (a < to_stored(p.threshold_hu)) & body_ras
+        body_ras = to_ras(np.asarray(body), affine)[0]  # a view; compared with 0 only where it is read
     strides = analysis_strides(spacing, p.analysis_spacing_mm, a.shape)
     coarse_spacing = np.array([s * st for s, st in zip(spacing, strides)])
     sample = (slice(None, None, strides[0]), slice(None, None, strides[1]), slice(None, None, strides[2]))
-    air_c, body_c = air[sample], body_ras[sample]
-    hu_c = (a[sample] - to_stored(0.0)) / max(to_stored(1.0) - to_stored(0.0), 1e-6)
+    a_c, body_c = a[sample], body_ras[sample] > 0
+    air_c = (a_c < to_stored(p.threshold_hu)) & body_c
+    hu_c = (a_c - to_stored(0.0)) / max(to_stored(1.0) - to_stored(0.0), 1e-6)
 
     airway_c, airway_report = find_airways(air_c, body_c, coarse_spacing, p)
     candidates = air_c & ~airway_c
@@ -276,26 +288,37 @@ def segment_lungs(array: np.ndarray, affine: np.ndarray, body: np.ndarray | None
             if parenchyma.size:
                 boundary_hu = min((float(np.median(parenchyma)) + p.soft_tissue_hu) / 2, p.threshold_hu)
     report["boundary_hu"] = round(boundary_hu, 1)
-    air = (a < to_stored(boundary_hu)) & body_ras
-    # Back to the full grid: full-resolution air near a coarse lung voxel takes its label.
-    grown = lungs_c.copy()
+    # Back to the full grid, only inside the box the grown labels reach (everything else stays 0):
+    # full-resolution air near a coarse lung voxel takes its label.
+    grown = _grown(lungs_c)
+    box = fine_box(bounding_box(grown), strides, a.shape, grown.shape)
+    lungs_box = upsample_nearest(grown, strides, a.shape, box)
+    body_box = body_ras[box] > 0
+    lungs_box[~((a[box] < to_stored(boundary_hu)) & body_box)] = 0
     for label in (RIGHT, LEFT):
-        ring = ndi.binary_dilation(lungs_c == label) & (lungs_c == 0)
-        other = LEFT if label == RIGHT else RIGHT
-        ring &= ~ndi.binary_dilation(lungs_c == other)
-        grown[ring] = label
-    labels_fine = upsample_nearest(grown, strides, a.shape)
-    lungs = np.where(air, labels_fine, 0).astype(np.uint8)
-    for label in (RIGHT, LEFT):
-        filled = fill_holes_2d(lungs == label) & body_ras
-        lungs[filled & (lungs == 0)] = label
+        filled = fill_holes_2d(lungs_box == label) & body_box
+        lungs_box[filled & (lungs_box == 0)] = label
+    lungs = np.zeros(a.shape, np.uint8)
+    lungs[box] = lungs_box
     voxel_ml = float(np.prod(spacing)) / 1000.0
     report.update({
         "airway": airway_report,
-        "right_lung_ml": round(float((lungs == RIGHT).sum() * voxel_ml), 1),
-        "left_lung_ml": round(float((lungs == LEFT).sum() * voxel_ml), 1),
+        "right_lung_ml": round(float(np.count_nonzero(lungs_box == RIGHT) * voxel_ml), 1),
+        "left_lung_ml": round(float(np.count_nonzero(lungs_box == LEFT) * voxel_ml), 1),
     })
     return from_ras(lungs, affine), report
+
+
+def _grown(lungs_c: np.ndarray) -> np.ndarray:
+    """Coarse labels grown by one voxel (6-neighbours) where only one lung touches, inside their box."""
+    grown = lungs_c.copy()
+    box = bounding_box(lungs_c, margin=1)
+    sub = lungs_c[box]
+    for label in (RIGHT, LEFT):
+        other = LEFT if label == RIGHT else RIGHT
+        ring = ndi.binary_dilation(sub == label) & (sub == 0) & ~ndi.binary_dilation(sub == other)
+        grown[box][ring] = label
+    return grown
 
 
 def _midline(body: np.ndarray) -> float:

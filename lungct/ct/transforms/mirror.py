@@ -15,10 +15,9 @@ import numpy as np
 from monai.transforms import MapTransform
 from scipy import ndimage as ndi
 
-from lungct.geometry import voxel_spacing
-from lungct.morphology import analysis_strides, close_mm, dilate_mm, upsample_nearest
+from lungct.geometry import from_ras, to_ras, voxel_spacing
+from lungct.morphology import analysis_strides, bounding_box, close_mm, dilate_mm, fine_box, upsample_nearest
 from lungct.ct.transforms.common import affine_of, case_info, hu_to_stored, like_image, volume_of
-from lungct.geometry import from_ras, to_ras
 
 
 @dataclass
@@ -83,29 +82,40 @@ def mirror_about(mask: np.ndarray, axis_x: np.ndarray) -> np.ndarray:
 
 def mirrored_roi(hu: np.ndarray, lungs: np.ndarray, body: np.ndarray, spacing, bone_threshold: float,
                  p: MirrorParams) -> tuple[np.ndarray, dict]:
-    """ROI on an R-A-S grid from lung labels (>0); the report holds the axis and what mirroring added."""
-    lung = lungs > 0
-    lung_slices = lung.any(axis=(0, 1))
+    """ROI on an R-A-S grid from lung labels (>0); the report holds the axis and what mirroring added.
+
+    Full-grid work stays inside boxes: the spine is looked for in the lung's slices and the body's
+    rows, and the coarse ROI comes back to the full grid only where it (or the lung) is.
+    """
+    lung_slices = lungs.any(axis=(0, 1))
     if not lung_slices.any():
-        return np.zeros(lung.shape, bool), {"slices": 0}
-    axis = spine_axis((hu > bone_threshold) & body, body, lung_slices, spacing, p)
-    strides = analysis_strides(spacing, p.analysis_spacing_mm, lung.shape)
+        return np.zeros(lungs.shape, bool), {"slices": 0}
+    zs = np.flatnonzero(lung_slices)
+    zs = slice(zs[0], zs[-1] + 1)
+    ys = bounding_box(body[:, :, zs])[1]  # bone outside the body is never counted: sums over y agree
+    body_sub = body[:, ys, zs] > 0
+    axis = np.full(lungs.shape[2], np.nan)
+    axis[zs] = spine_axis((hu[:, ys, zs] > bone_threshold) & body_sub, body_sub, lung_slices[zs], spacing, p)
+    strides = analysis_strides(spacing, p.analysis_spacing_mm, lungs.shape)
     cs = [s * st for s, st in zip(spacing, strides)]
-    lung_c = lung[:: strides[0], :: strides[1], :: strides[2]]
+    lung_c = lungs[:: strides[0], :: strides[1], :: strides[2]] > 0
     axis_c = axis[:: strides[2]] / strides[0]
     xs = np.arange(lung_c.shape[0])[:, None, None]
     right_half = lung_c & (xs > axis_c[None, None, :])
     left_half = lung_c & (xs <= axis_c[None, None, :])
     twins = mirror_about(dilate_mm(right_half, p.half_dilation_mm, cs, in_plane=True), axis_c)
     twins |= mirror_about(dilate_mm(left_half, p.half_dilation_mm, cs, in_plane=True), axis_c)
-    roi = lung_c | twins
-    roi = dilate_mm(roi, p.margin_mm, cs, in_plane=True)
-    roi = close_mm(roi, p.closing_mm, cs, in_plane=True)
-    roi = upsample_nearest(roi, strides, lung.shape)
-    roi |= lung
+    roi_c = lung_c | twins
+    roi_c = dilate_mm(roi_c, p.margin_mm, cs, in_plane=True)
+    roi_c = close_mm(roi_c, p.closing_mm, cs, in_plane=True)
+    # The ROI (coarse ROI, lung, and extend_mm of copied end slices) lies inside this box.
+    extra = int(round(p.extend_mm / spacing[2]))
+    box = _union(fine_box(bounding_box(roi_c), strides, lungs.shape, roi_c.shape), bounding_box(lungs))
+    box = box[:2] + (slice(max(0, box[2].start - extra), min(lungs.shape[2], box[2].stop + extra)),)
+    lung = lungs[box] > 0
+    roi = upsample_nearest(roi_c, strides, lungs.shape, box) | lung
     # Extend the ROI beyond the lung's first and last slices by copying those slices.
     slices = np.flatnonzero(roi.any(axis=(0, 1)))
-    extra = int(round(p.extend_mm / spacing[2]))
     for step in range(1, extra + 1):
         if slices[0] - step >= 0:
             roi[:, :, slices[0] - step] |= roi[:, :, slices[0]]
@@ -116,10 +126,22 @@ def mirrored_roi(hu: np.ndarray, lungs: np.ndarray, body: np.ndarray, spacing, b
     report = {
         "spine_axis_mm": {"mean": round(float(valid.mean()), 1), "min": round(float(valid.min()), 1),
                           "max": round(float(valid.max()), 1)},
-        "roi_ml": round(float(roi.sum() * voxel_ml), 1),
-        "mirror_added_ml": round(float((upsample_nearest(twins, strides, lung.shape) & ~lung).sum() * voxel_ml), 1),
+        "roi_ml": round(float(np.count_nonzero(roi) * voxel_ml), 1),
+        "mirror_added_ml": round(float(np.count_nonzero(upsample_nearest(twins, strides, lungs.shape, box) & ~lung)
+                                       * voxel_ml), 1),
     }
-    return roi, report
+    out = np.zeros(lungs.shape, bool)
+    out[box] = roi
+    return out, report
+
+
+def _union(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
+    """The smallest box holding two boxes (an empty one adds nothing)."""
+    if any(s.stop <= s.start for s in a):
+        return b
+    if any(s.stop <= s.start for s in b):
+        return a
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
 class MirrorROId(MapTransform):
@@ -141,10 +163,10 @@ class MirrorROId(MapTransform):
         affine = affine_of(d, key)
         hu, ras_affine = to_ras(volume_of(d, key), affine)
         lungs = to_ras(volume_of(d, self.lungs_key), affine)[0]
-        body = to_ras(volume_of(d, self.body_key), affine)[0] > 0
+        body = to_ras(volume_of(d, self.body_key), affine)[0]
         roi, report = mirrored_roi(hu, lungs, body, voxel_spacing(ras_affine),
                                    hu_to_stored(d, self.params.bone_hu), self.params)
         report["params"] = asdict(self.params)
         case_info(d)["roi"] = report
-        d[self.output_key] = like_image(d, from_ras(roi, affine).astype(np.uint8), key)
+        d[self.output_key] = like_image(d, from_ras(roi, affine).view(np.uint8), key)  # bool as 0/1, no copy
         return d

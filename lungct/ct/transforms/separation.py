@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from lungct.morphology import bounding_box
+from lungct.morphology import bounding_box, erode_mm
 
 
 def split_objects(mask: np.ndarray, spacing, radius_mm: float, core: np.ndarray | None = None):
@@ -24,17 +24,17 @@ def split_objects(mask: np.ndarray, spacing, radius_mm: float, core: np.ndarray 
         return out, 0, seed_map
     sub = mask[box]
     components, _ = ndi.label(sub)
-    padded = np.pad(sub if core is None else sub & core[box], 1)
-    distance = ndi.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
-    seeds, n_seeds = ndi.label(distance > radius_mm)
+    # Farther than radius_mm from the outside (the box's border counts as outside): an erosion.
+    seeds, n_seeds = ndi.label(erode_mm(sub if core is None else sub & core[box], radius_mm, spacing))
     seed_map[box] = seeds > 0
     labels = np.zeros(sub.shape, np.int32)
     if n_seeds:
-        _, nearest = ndi.distance_transform_edt(seeds == 0, sampling=spacing, return_indices=True)
-        owner = seeds[tuple(nearest)]
-        same_component = components[tuple(nearest)] == components
-        labels = np.where(sub & same_component, owner, 0).astype(np.int32)
-        del nearest, owner, same_component
+        nearest = ndi.distance_transform_edt(seeds == 0, sampling=spacing, return_distances=False,
+                                             return_indices=True)
+        nearest = tuple(nearest[:, sub])  # only the mask's voxels are labelled
+        owner = seeds[nearest]
+        labels[sub] = np.where(components[nearest] == components[sub], owner, 0)
+        del nearest, owner
     leftover = sub & (labels == 0)
     rest, n_rest = ndi.label(leftover)
     labels[leftover] = rest[leftover] + n_seeds
@@ -68,7 +68,8 @@ def split_in_two(obj: np.ndarray, spacing, start_mm: float, stop_mm: float, step
             first, second = np.argsort(sizes)[::-1][:2]
             if sizes[second] >= min_fraction * sizes[first]:
                 two = np.where(seeds == first, 1, np.where(seeds == second, 2, 0))
-                _, nearest = ndi.distance_transform_edt(two == 0, sampling=spacing, return_indices=True)
+                nearest = ndi.distance_transform_edt(two == 0, sampling=spacing, return_distances=False,
+                                                     return_indices=True)
                 out = np.zeros(obj.shape, np.uint8)
                 out[box] = np.where(sub, two[tuple(nearest)], 0)
                 return out
