@@ -1,12 +1,12 @@
 """Benchmark batch preprocessing and inference: cases per minute locally (in-process; 2 worker processes
 for preprocess) and on a local Dask cluster (local:1, local:2), and the scheduler's overhead per case.
-Run by hand; writes benchmarks/results/batch.md.
+Run by hand; writes batch.md into --results (default benchmarks/results).
 
-    python benchmarks/batch.py [--cases 8]
+    python benchmarks/batch.py [--cases 8] [--results DIR]
 
 Cases: copies (symbolic links) of ../shared/data/ct-volumes/copdgene-ct64/image.nrrd, a small real chest
 CT (64 x 64 x 79 at 4 mm), preprocessed at 2 mm so the per-case work is small and the overhead shows;
-inference with the shipped default model (which works at 1 mm). The overhead is
+inference with the shipped default model (which works at 1.5 mm). The overhead is
 (Dask local:1 seconds - in-process seconds) / cases, cluster start-up and (infer) model loading included.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def scheduler_overhead(scans: Path, tmp: Path, cases: int) -> dict:
     import torch
     from dask.distributed import LocalCluster
 
-    from lungct.preprocess import preprocess_batch
+    from lungct.ct.preprocess import preprocess_batch
     from lungct.recipes import load_recipe
 
     recipe = load_recipe("preprocess", {"Resampled.spacing_mm": 6.0})
@@ -50,12 +50,13 @@ def scheduler_overhead(scans: Path, tmp: Path, cases: int) -> dict:
 
 
 def main() -> None:
-    from lungct.inference import infer_batch
-    from lungct.preprocess import preprocess_batch
+    from lungct.ct.preprocess import preprocess_batch
+    from lungct.engine import InferOptions, infer
     from lungct.recipes import load_recipe
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for batch.md")
     args = parser.parse_args()
     source = DATA / "ct-volumes/copdgene-ct64/image.nrrd"
     if not source.is_file():
@@ -76,12 +77,12 @@ def main() -> None:
             assert all(o.status == "ok" for o in outcomes), [o.reason for o in outcomes if o.status != "ok"]
             rows.append((label, seconds))
             print(f"preprocess {label}: {seconds:.1f} s, {60 * args.cases / seconds:.1f} cases/min", flush=True)
-        options = {"model": None, "device": "cpu"}
+        options = InferOptions(models=[], device="cpu")  # the shipped default CT model
         for label, scheduler in (("in-process (model loaded once)", None), ("Dask local:1", "local:1"),
                                  ("Dask local:2", "local:2")):
             out = Path(tmp) / ("infer-" + label.split()[0] + (scheduler or "").replace(":", ""))
             started = time.perf_counter()
-            outcomes = infer_batch([scans], out, options, progress=False, log=lambda m: None, scheduler=scheduler)
+            outcomes = infer([scans], out, options, progress=False, log=lambda m: None, scheduler=scheduler)
             seconds = time.perf_counter() - started
             assert all(o.status == "ok" for o in outcomes), [o.reason for o in outcomes if o.status != "ok"]
             infer_rows.append((label, seconds))
@@ -104,8 +105,8 @@ def main() -> None:
               "", f"Scheduler overhead per case, measured apart on a warm local:1 cluster with a tiny case "
                   f"(copdgene-ct64 at 6 mm, {overhead['cases']} cases, one thread on both sides, in-process {overhead['local']:.3f} s/case, "
                   f"Dask {overhead['dask']:.3f} s/case): **{overhead['dask'] - overhead['local']:.3f} s**."]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "batch.md").write_text("\n".join(lines) + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "batch.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

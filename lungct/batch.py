@@ -94,9 +94,13 @@ def limit_threads(threads: int) -> None:
 
 
 def run_cases(task, items: list, *args, workers: int = 1, scheduler: str | None = None, progress: bool = True,
-              log=print, desc: str = "cases", unit: str = "case", on_outcome=None) -> list[Outcome]:
+              log=print, desc: str = "cases", unit: str = "case", on_outcome=None, prefetch=None) -> list[Outcome]:
     """Run task(item, *args) for every item with a progress bar; print warnings and failures as they come;
-    `on_outcome(outcome)` after each (e.g. to rewrite a report). Returns the outcomes in finishing order."""
+    `on_outcome(outcome)` after each (e.g. to rewrite a report). Returns the outcomes in finishing order.
+
+    `prefetch(item)` (in this process only): a first stage (reading, preprocessing) run in a thread one item
+    ahead, so it overlaps the task's own work on the item before; the task then gets `prefetched=` its
+    result (or the exception it raised). One item is held ahead: memory stays that of two items."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress or len(items) < 2, dynamic_ncols=True)
@@ -106,7 +110,9 @@ def run_cases(task, items: list, *args, workers: int = 1, scheduler: str | None 
         with tqdm.external_write_mode(file=sys.stderr):
             log(message)
 
-    for outcome in _results(task, items, args, workers, scheduler):
+    results = (_prefetched(task, items, args, prefetch) if prefetch is not None and not scheduler and workers <= 1
+               else _results(task, items, args, workers, scheduler))
+    for outcome in results:
         outcomes.append(outcome)
         bar.update(1)
         bar.set_postfix_str(outcome.name[:30])
@@ -118,6 +124,23 @@ def run_cases(task, items: list, *args, workers: int = 1, scheduler: str | None 
             on_outcome(outcome)
     bar.close()
     return outcomes
+
+
+def _prefetched(task, items, args, prefetch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def first_stage(item):
+        try:
+            return prefetch(item)
+        except BaseException as err:  # handed to the task, which reports it like its own failure
+            return err
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        ahead = pool.submit(first_stage, items[0]) if items else None
+        for index, item in enumerate(items):
+            ready = ahead.result()
+            ahead = pool.submit(first_stage, items[index + 1]) if index + 1 < len(items) else None
+            yield task(item, *args, prefetched=ready)
 
 
 def _results(task, items, args, workers: int, scheduler: str | None):

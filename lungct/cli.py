@@ -37,12 +37,13 @@ def finish_batch(outcomes, where, failures_file: str | None = None) -> None:
     from lungct.batch import counts, summary_line
 
     n = counts(outcomes)
-    if len(outcomes) == 1 and n["ok"] == 1 and (outcomes[0].record or {}).get("mask"):
-        record = outcomes[0].record
+    record = outcomes[0].record if len(outcomes) == 1 and n["ok"] == 1 else None
+    if record and (record.get("mask") or record.get("dicom_seg") or record.get("rtstruct")):
         measures = record.get("volumes_ml") or record.get("areas_cm2")
         unit = "mL" if "volumes_ml" in record else "cm²"
         text = ", ".join(f"{k} {v:.0f} {unit}" for k, v in measures.items()) if measures else "pixel spacing unknown"
-        say(f"{record['mask']}: {text} ({(record.get('timings_s') or {}).get('total', 0):.1f} s)")
+        where = record.get("mask") or record.get("dicom_seg") or record.get("rtstruct")
+        say(f"{where}: {text} ({(record.get('timings_s') or {}).get('total', 0):.1f} s)")
     else:
         say(summary_line(outcomes, where))
     if n["failed"]:
@@ -161,11 +162,12 @@ def train(dim, data, images, labels, output, config, set_values, epochs, batch_s
         if value is not None:
             overrides[key] = value
     if resume:
-        recorded = Path(resume) / "recipe.json"
+        resume = Path(resume).parent if Path(resume).is_file() else Path(resume)  # the run or its last.pt
+        recorded = resume / "recipe.json"
         if not recorded.is_file():
             raise LungctError(resume, "is not a lungct training run (no recipe.json)")
         recipe = apply_overrides(json.loads(recorded.read_text()), overrides, recorded)
-        output = Path(resume)
+        output = resume
     else:
         recipe = load_recipe(config or ("cxr-2d" if modality == "cxr" else f"train-{dim}"), overrides)
         if recipe["modality"] != modality:
@@ -187,12 +189,14 @@ def train(dim, data, images, labels, output, config, set_values, epochs, batch_s
 @click.option("--resample", is_flag=True,
               help="Copy a prediction on another grid onto the reference grid (nearest neighbour) instead of refusing it.")
 @click.option("--merge", is_flag=True, help="Compare only the whole foreground, not each label.")
+@click.option("--label", default=None, metavar="NAME|VALUE",
+              help="Compare only this label of the predictions (e.g. tumour) with the references' foreground.")
 @click.option("--mask-name", default="lungs.nii.gz", show_default=True,
               help="Mask file inside per-case folders (<case>/<mask-name>, as `lungct preprocess` writes).")
 @click.option("--overwrite", is_flag=True, help="Replace existing CSV files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @explained
-def evaluate(prediction, reference, output, resample, merge, mask_name, overwrite, quiet):
+def evaluate(prediction, reference, output, resample, merge, label, mask_name, overwrite, quiet):
     """Dice, IoU, HD95, ASSD (mm) and volume difference (mL) of predicted masks against references.
 
     PREDICTION and REFERENCE are two mask files, or two folders matched by case name (file stem, or
@@ -207,7 +211,7 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
         if path.exists() and not overwrite:
             raise LungctError(path, "exists already (use --overwrite to replace it)")
     result = run(prediction, reference, resample=resample, merge=merge, mask_name=mask_name,
-                 progress=not quiet, log=say)
+                 progress=not quiet, log=say, label=label)
     if result.rows:
         write_rows(output, result.rows, ROW_FIELDS)
         write_rows(summary_path(output), result.summary, SUMMARY_COLUMNS)
@@ -235,11 +239,25 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
 @click.option("--tta", is_flag=True, help="CT: average over flips that keep right and left (anterior-posterior, "
                                           "and superior-inferior in 3D).")
 @click.option("--binary", is_flag=True, help="One label (1 = lungs) instead of 1 = right lung, 2 = left lung.")
+@click.option("--aerated", is_flag=True, help="CT: write the aerated lungs (dense lesions left out) instead of the "
+                                              "default lungs (everything inside the pleura, tumours included); the "
+                                              "sidecar reports both.")
+@click.option("--statistics/--no-statistics", default=True, show_default=True,
+              help="CT: lung densitometry per lung and region (volume, mass, mean HU, %LAA-950, Perc15, %HAA ...) in "
+                   "the sidecar, statistics.csv and a histogram beside the preview.")
+@click.option("--recalibrate", is_flag=True, help="CT: densitometry on scans whose air is not at -1000 HU, after "
+                                                  "rescaling them (air = -1000, soft tissue = 40); refused otherwise.")
 @click.option("--roi/--no-roi", default=None,
               help="CT: keep labels only inside the mirrored lung ROI of the model's input chain (default: as the "
                    "checkpoint says; the shipped CT model uses it).")
+@click.option("--output-type", "output_types", multiple=True, type=click.Choice(["nifti", "dicom-seg", "rtstruct"]),
+              default=("nifti",), show_default=True,
+              help="CT from a DICOM series: also (or only) a DICOM-SEG and/or an RTSTRUCT referencing the source "
+                   "series (<case>-seg.dcm, <case>-rtstruct.dcm); repeatable.")
 @click.option("--preview", is_flag=False, flag_value="auto", default=None, metavar="[PNG|FOLDER]",
-              help="Write a picture per case (<case>-preview.png; CT: axial + coronal), beside the mask or at the path given.")
+              help="Write a picture per case (<case>-preview.png; CT: axial + coronal, and the lung HU histogram), "
+                   "beside the mask or at the path given. A folder output has them unless --no-preview.")
+@click.option("--no-preview", is_flag=True, help="No pictures (a folder output otherwise gets them for its QC page).")
 @click.option("--sw-batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="3D models: patches per network call.")
 @click.option("--overlap", type=click.FloatRange(0, 0.95), default=0.5, show_default=True,
@@ -248,8 +266,9 @@ def evaluate(prediction, reference, output, resample, merge, mask_name, overwrit
               help="2D CT models: axial slices per network call.")
 @batch_options
 @explained
-def infer(inputs, output, models, modality, device, precision, tta, binary, roi, preview, sw_batch_size, overlap,
-          slice_batch, overwrite, scheduler, num_parts, part_id, quiet):
+def infer(inputs, output, models, modality, device, precision, tta, binary, aerated, statistics, recalibrate, roi,
+          output_types, preview, no_preview, sw_batch_size, overlap, slice_batch, overwrite, scheduler, num_parts,
+          part_id, quiet):
     """Segment CT scans and chest radiographs: files, DICOM series folders, or folders of them (mixed).
 
     A CT mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a radiograph mask
@@ -257,15 +276,41 @@ def infer(inputs, output, models, modality, device, precision, tta, binary, roi,
     warnings; a folder output also gets report.html, a QC page that ranks suspicious cases first. Models
     load once per batch; a second run resumes where the first stopped.
     """
-    from lungct.engine import InferOptions, infer as run
+    from lungct.engine import InferOptions, infer as run, is_file_output
     from lungct.workspace import workdir
 
     output = output or workdir() / "masks"
+    if no_preview:
+        preview = None
+    elif preview is None and not is_file_output(output):
+        preview = "auto"  # the QC page shows every case's picture
     options = InferOptions(models=[str(m) for m in models], device=device, precision=precision, tta=tta,
-                           binary=binary, roi=roi, slice_batch=slice_batch, sw_batch_size=sw_batch_size, overlap=overlap)
+                           binary=binary, aerated=aerated, statistics=statistics, recalibrate=recalibrate, roi=roi,
+                           slice_batch=slice_batch, sw_batch_size=sw_batch_size, overlap=overlap)
     outcomes = run(list(inputs), output, options, modality=modality, overwrite=overwrite, preview=preview,
-                   progress=not quiet, log=say, num_parts=num_parts, part_id=part_id, scheduler=scheduler)
+                   progress=not quiet, log=say, num_parts=num_parts, part_id=part_id, scheduler=scheduler,
+                   output_types=tuple(output_types))
     finish_batch(outcomes, output)
+
+
+@main.command("export")
+@click.option("--model", default=None, metavar="PATH|NAME|latest", help="Checkpoint to export (default: the shipped CT model).")
+@click.option("--modality", type=click.Choice(["ct", "cxr"]), default="ct", show_default=True,
+              help="Which shipped model --model defaults to.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .onnx file to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@explained
+def export(model, modality, output, overwrite):
+    """Export a model's network as ONNX (with its input chain and labels in <output>.json)."""
+    from lungct.export import export_onnx
+    from lungct.models import Model
+
+    if output.exists() and not overwrite:
+        raise LungctError(output, "exists already (use --overwrite to replace it)")
+    report = export_onnx(Model.load(model, None if model else modality, "cpu"), output)
+    checked = report["max_difference"]
+    say(f"{output}: written" + (f" (ONNX Runtime matches PyTorch within {checked:.1g})" if checked is not None
+                                else " (install onnxruntime to check it)"))
 
 
 if __name__ == "__main__":

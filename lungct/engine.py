@@ -22,6 +22,8 @@ from lungct.segmentation import OutputPlan
 
 MODALITIES = ("ct", "cxr")
 MASK_SUFFIX = {"ct": ".nii.gz", "cxr": ".png"}
+OUTPUT_TYPES = ("nifti", "dicom-seg", "rtstruct")
+DICOM_SUFFIX = {"dicom-seg": "-seg.dcm", "rtstruct": "-rtstruct.dcm"}
 
 
 @dataclass
@@ -33,6 +35,9 @@ class InferOptions:
     precision: str = "auto"
     tta: bool = False
     binary: bool = False
+    aerated: bool = False
+    statistics: bool = True
+    recalibrate: bool = False
     roi: bool | None = None
     slice_batch: int = 16
     sw_batch_size: int = 4
@@ -50,21 +55,24 @@ def make_segmenter(model, **options):
         return RadiographSegmenter(model, binary=bool(options.get("binary", False)))
     from lungct.ct.segmenter import CTSegmenter
 
-    names = ("tta", "roi", "binary", "slice_batch", "sw_batch_size", "overlap")
+    names = ("tta", "roi", "binary", "aerated", "statistics", "recalibrate", "slice_batch", "sw_batch_size", "overlap",
+             "tumour")
     return CTSegmenter(model, **{k: v for k, v in options.items() if k in names})
 
 
 def models_by_modality(models: list[str]) -> dict[str, str]:
-    """{modality: model} for the models given with --model (read from each checkpoint's meta)."""
+    """{modality: model} for the models given with --model (read from each checkpoint's meta); a CT model
+    whose labels name a tumour is the tumour stage ("ct-tumour"), joined to the CT lung model."""
     from lungct.checkpoint import read_meta
     from lungct.models import resolve_model
 
     out: dict[str, str] = {}
     for model in models:
-        modality = read_meta(resolve_model(model)).get("modality", "ct")
-        if modality in out:
-            raise LungctError(model, f"two {modality} models given with --model ({out[modality]} and {model})")
-        out[modality] = model
+        meta = read_meta(resolve_model(model))
+        role = meta.get("modality", "ct") + ("-tumour" if "tumour" in meta["labels"] else "")
+        if role in out:
+            raise LungctError(model, f"two {role} models given with --model ({out[role]} and {model})")
+        out[role] = model
     return out
 
 
@@ -79,9 +87,12 @@ def segmenter_for(modality: str, options: InferOptions):
     key = (modality, options.key())
     with _LOCK:
         if key not in _SEGMENTERS:
-            model = Model.load(models_by_modality(options.models).get(modality), modality, options.device,
-                               options.precision)
+            given = models_by_modality(options.models)
+            model = Model.load(given.get(modality), modality, options.device, options.precision)
             settings = {k: v for k, v in asdict(options).items() if k not in ("models", "device", "precision")}
+            if modality == "ct" and "ct-tumour" in given:
+                tumour = Model.load(given["ct-tumour"], "ct", options.device, options.precision)
+                settings["tumour"] = make_segmenter(tumour, statistics=False)
             _SEGMENTERS[key] = make_segmenter(model, **settings)
         return _SEGMENTERS[key]
 
@@ -97,6 +108,14 @@ class Job:
     plan: OutputPlan
     record_failures: bool = True  # a failed case leaves a sidecar saying why (folder outputs)
 
+    def refusal(self) -> str | None:
+        """Why the outputs asked for cannot be made from this case, before any work."""
+        if self.plan.dicom and (self.case.modality != "ct" or self.case.kind != "dicom"):
+            kinds = "/".join(self.plan.dicom)
+            return (f"--output-type {kinds} needs a DICOM CT series as input (no source series to reference); "
+                    "this is " + ("a radiograph" if self.case.modality == "cxr" else "not a DICOM series"))
+        return None
+
     @property
     def name(self) -> str:
         return self.case.name
@@ -110,10 +129,24 @@ def is_file_output(output: Path) -> bool:
     return suffix_of(Path(output)) in VOLUME_SUFFIXES + PICTURE_SUFFIXES
 
 
-def plan_jobs(cases: list[CaseSource], output: Path, preview) -> list[Job]:
+def plan_jobs(cases: list[CaseSource], output: Path, preview, output_types=("nifti",)) -> list[Job]:
     """Where each case's mask, sidecar and preview go: <case>.nii.gz (CT) or <case>.png (radiograph) in a
-    folder, or the one file `output` names (NIfTI for either; PNG for a radiograph)."""
-    output = Path(output)
+    folder, or the one file `output` names (NIfTI for either; PNG for a radiograph); DICOM objects
+    (<case>-seg.dcm, <case>-rtstruct.dcm) beside the mask."""
+    unknown = set(output_types) - set(OUTPUT_TYPES)
+    if unknown or not output_types:
+        raise LungctError(None, f"--output-type must be one or more of {', '.join(OUTPUT_TYPES)}, not {sorted(unknown)}")
+    jobs = _plan_masks(cases, Path(output), preview)
+    for job in jobs:
+        mask = job.plan.mask
+        stem = mask.name[: -len(suffix_of(mask))]
+        job.plan.dicom = {kind: mask.with_name(stem + DICOM_SUFFIX[kind]) for kind in output_types if kind in DICOM_SUFFIX}
+        if "nifti" not in output_types and job.case.modality == "ct":
+            job.plan.mask = None
+    return jobs
+
+
+def _plan_masks(cases: list[CaseSource], output: Path, preview) -> list[Job]:
     if is_file_output(output):
         suffix = suffix_of(output)
         if len(cases) != 1:
@@ -135,11 +168,20 @@ def plan_jobs(cases: list[CaseSource], output: Path, preview) -> list[Job]:
 # ---------------------------------------------------------------------------------------------- running
 
 
-def segment_job(job: Job, options: InferOptions, threads: int | None = None) -> Outcome:
+def prefetch_job(job: Job, options: InferOptions):
+    """The first stage of a case (its segmenter, reading and input chain), run one case ahead."""
+    refusal = job.refusal()
+    if refusal:
+        raise LungctError(job.source, refusal)
+    segmenter = segmenter_for(job.case.modality, options)
+    return (segmenter, *segmenter.begin(job.case))
+
+
+def segment_job(job: Job, options: InferOptions, threads: int | None = None, prefetched=None) -> Outcome:
     """A batch task: one case end to end (read, segment, write); every failure becomes a one-line reason."""
     if threads:
         limit_threads(threads)
-    outcome = guarded(job.name, job.source, _segment, job, options)
+    outcome = guarded(job.name, job.source, _segment, job, options, prefetched)
     if outcome.status == "failed" and job.record_failures:
         write_json(job.plan.json, {"case": job.name, "status": "failed", "modality": job.case.modality,
                                    "source": str(job.source), "reason": outcome.reason,
@@ -147,14 +189,16 @@ def segment_job(job: Job, options: InferOptions, threads: int | None = None) -> 
     return outcome
 
 
-def _segment(job: Job, options: InferOptions) -> dict:
-    segmenter = segmenter_for(job.case.modality, options)
-    return segmenter.segment(job.case).write(job.plan)
+def _segment(job: Job, options: InferOptions, prefetched=None) -> dict:
+    if isinstance(prefetched, BaseException):
+        raise prefetched
+    segmenter, prepared, timings = prefetched or prefetch_job(job, options)
+    return segmenter.end(prepared, timings).write(job.plan)
 
 
 def is_done(job: Job) -> bool:
     """A case is done when its mask exists and its sidecar says ok (a failed case is tried again)."""
-    if not (job.plan.mask.exists() and job.plan.json.exists()):
+    if not (job.plan.done_marker.exists() and job.plan.json.exists()):
         return False
     try:
         return json.loads(job.plan.json.read_text()).get("status", "ok") == "ok"
@@ -164,7 +208,7 @@ def is_done(job: Job) -> bool:
 
 def infer(inputs: list[Path], output: Path, options: InferOptions | None = None, modality: str = "auto",
           overwrite: bool = False, preview=None, progress: bool = True, log=print, num_parts: int = 1,
-          part_id: int = 0, scheduler: str | None = None) -> list[Outcome]:
+          part_id: int = 0, scheduler: str | None = None, output_types=("nifti",)) -> list[Outcome]:
     """Segment every case found in `inputs`; resume (skip finished cases) unless `overwrite`."""
     options = options or InferOptions()
     cases = discover([Path(p) for p in inputs])
@@ -175,19 +219,19 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
         for case in cases:
             case.problem = case.problem or case.refusal(modality)
             case.modality = modality
-    given = models_by_modality(options.models)
+    given = {role.split("-")[0] for role in models_by_modality(options.models)}
     kinds = {c.modality for c in cases if not c.problem}
-    if given and kinds and not kinds & set(given):
+    if given and kinds and not kinds & given:
         only = "radiographs" if kinds == {"cxr"} else "CT scans"
-        raise LungctError(", ".join(given.values()), f"--model gives a {'/'.join(given)} model, but the input holds "
-                                                      f"only {only}")
+        raise LungctError(", ".join(options.models), f"--model gives a {'/'.join(sorted(given))} model, but the input "
+                                                      f"holds only {only}")
     if options.tta and kinds == {"cxr"}:  # a flip swaps right and left
         raise LungctError(", ".join(map(str, inputs)), "--tta is for CT scans, not radiographs")
     cases = shard(cases, num_parts, part_id)
-    jobs = plan_jobs(cases, Path(output), preview)
+    jobs = plan_jobs(cases, Path(output), preview, output_types)
     done = [job for job in jobs if not overwrite and is_done(job)]
-    if len(jobs) == 1 and (done or (jobs[0].plan.mask.exists() and not overwrite)):
-        raise LungctError(jobs[0].plan.mask, "exists already (use --overwrite to replace it)")
+    if len(jobs) == 1 and (done or (jobs[0].plan.done_marker.exists() and not overwrite)):
+        raise LungctError(jobs[0].plan.done_marker, "exists already (use --overwrite to replace it)")
     todo = [job for job in jobs if not any(job is d for d in done)]
     outcomes = [Outcome(j.name, str(j.source), "skipped", "done in an earlier run") for j in done]
     if outcomes:
@@ -196,18 +240,41 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
 
     def report(_=None) -> None:
         if folder is not None and folder.is_dir():
-            from lungct.qc import write_report
-
             try:
-                write_report(folder)
-            except OSError as err:
-                log(f"warning: {folder / 'report.html'}: {err}")
+                write_batch_tables(folder)
+            except Exception as err:  # the report must never cost the batch its masks
+                log(f"warning: {folder}: report.html / statistics.csv not written ({type(err).__name__}: {err})")
 
     threads = threads_per_task(scheduler) if scheduler else None
     outcomes += run_cases(segment_job, todo, options, threads, scheduler=scheduler, progress=progress, log=log,
-                          desc="infer", unit="case", on_outcome=report)
+                          desc="infer", unit="case", on_outcome=report,
+                          prefetch=(lambda job: prefetch_job(job, options)) if len(todo) > 1 else None)
     report()
     return outcomes
+
+
+def write_batch_tables(folder: Path) -> None:
+    """report.html (the QC page) and statistics.csv (one row per case, lung and region) from every sidecar
+    in the folder: correct while a batch runs and after a resume."""
+    from lungct.ct.densitometry import write_statistics_csv
+    from lungct.qc import load_sidecars, write_report
+
+    write_report(folder)
+    rows = []
+    for _, record in load_sidecars(folder):
+        statistics = record.get("statistics")
+        if not statistics:
+            continue
+        if statistics.get("refused"):
+            rows.append({"case": record["case"], "status": "refused", "reason": statistics["refused"]})
+            continue
+        meta = {"case": record["case"], "status": "ok", "convention": statistics.get("convention"),
+                "hu": statistics.get("hu")}
+        for lung, regions in statistics.items():
+            if isinstance(regions, dict):
+                rows += [{**meta, "lung": lung, "region": region, **numbers} for region, numbers in regions.items()]
+    if rows:
+        write_statistics_csv(folder / "statistics.csv", rows)
 
 
 # ------------------------------------------------------------------------------------------- library use

@@ -18,7 +18,7 @@ from lungct.errors import LungctError
 from lungct.geometry import orientation_code, voxel_spacing
 from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, atomic_path, read_volume, stem_of, suffix_of
 
-DERIVED_PICTURES = ("-labels", "-preview")  # written beside a radiograph mask by `lungct infer`
+DERIVED_PICTURES = ("-labels", "-preview", "-histogram")  # written beside masks by `lungct infer`
 from lungct.metrics import compare_labels, summarise
 
 ROW_FIELDS = ["case", "label", "name", "dice", "iou", "hd95_mm", "assd_mm", "ref_ml", "pred_ml",
@@ -134,8 +134,10 @@ def label_names(prediction: Path) -> dict[str, str]:
 
 
 def evaluate_pair(case: str, prediction: Path, reference: Path, resample: bool = False,
-                  merge: bool = False) -> list[dict]:
-    """Rows of metrics for one case; raises LungctError when the grids differ and not `resample`."""
+                  merge: bool = False, label: str | None = None) -> list[dict]:
+    """Rows of metrics for one case; raises LungctError when the grids differ and not `resample`.
+    `label` (a name from the prediction's sidecar, or a value) compares only that label of the prediction
+    with the reference's whole foreground, e.g. the tumour of a lungs + tumour map with a tumour mask."""
     from lungct.geometry import labels_to_grid
 
     pred, pred_affine = read_labels(prediction)
@@ -147,6 +149,12 @@ def evaluate_pair(case: str, prediction: Path, reference: Path, resample: bool =
     if difference:
         pred = labels_to_grid(pred, pred_affine, ref.shape, ref_affine)
     names = label_names(prediction)
+    if label is not None:
+        value = int(label) if str(label).isdigit() else next((int(v) for v, n in names.items() if n == label), None)
+        if value is None:
+            raise LungctError(prediction, f"has no label '{label}' (its sidecar names {sorted(names.values())})")
+        pred, ref, merge = (pred == value).astype(np.uint8), (ref > 0).astype(np.uint8), True
+        names = {"all": names.get(str(value), str(label))}
     rows = compare_labels(pred, ref, ref_affine, merge=merge)
     for row in rows:
         row.update(case=case, name=names.get(row["label"], "lungs" if row["label"] == "all" else ""),
@@ -158,7 +166,7 @@ def evaluate_pair(case: str, prediction: Path, reference: Path, resample: bool =
 
 
 def evaluate(prediction: Path, reference: Path, resample: bool = False, merge: bool = False,
-             mask_name: str = "lungs.nii.gz", progress: bool = False, log=print) -> Evaluation:
+             mask_name: str = "lungs.nii.gz", progress: bool = False, log=print, label: str | None = None) -> Evaluation:
     """Evaluate every matched pair; a pair that fails is reported (one line) and skipped."""
     from tqdm import tqdm
 
@@ -169,7 +177,7 @@ def evaluate(prediction: Path, reference: Path, resample: bool = False, merge: b
     for case, pred_path, ref_path in tqdm(pairs, desc="evaluate", unit="case", disable=not progress or len(pairs) < 2,
                                           dynamic_ncols=True):
         try:
-            result.rows += evaluate_pair(case, pred_path, ref_path, resample, merge)
+            result.rows += evaluate_pair(case, pred_path, ref_path, resample, merge, label)
         except LungctError as err:
             result.failures.append(str(err))
             log(f"FAILED {err}")

@@ -34,8 +34,9 @@ def foreground(label_values: dict) -> dict:
 
 def measure(labels: np.ndarray, label_values: dict, unit: float, digits: int = 2) -> dict:
     """{name: count x unit} for every foreground label and their total: volumes (unit = mL per voxel)
-    or areas (cm² per pixel), one bincount pass over the map."""
-    counts = np.bincount(np.asarray(labels, dtype=np.uint8).ravel(), minlength=256)
-    out = {name: round(int(counts[value]) * unit, digits) for name, value in foreground(label_values).items()}
+    or areas (cm² per pixel). count_nonzero per label: a bincount would first copy the map to int64."""
+    labels = np.asarray(labels)
+    out = {name: round(int(np.count_nonzero(labels == value)) * unit, digits)
+           for name, value in foreground(label_values).items()}
     out[TOTAL] = round(sum(out.values()), digits)
     return out

@@ -15,20 +15,9 @@ import warnings
 import numpy as np
 import torch
 
-from lungct.geometry import voxel_spacing
+from lungct.geometry import voxel_ml, voxel_spacing
 
 SUMMARY_FIELDS = ("dice", "iou", "hd95_mm", "assd_mm", "volume_diff_ml", "abs_volume_diff_ml")
-
-
-def voxel_ml(affine: np.ndarray) -> float:
-    """Volume of one voxel in millilitres."""
-    return float(abs(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
-
-
-def label_volumes_ml(labels: np.ndarray, affine: np.ndarray, values) -> dict[int, float]:
-    """Volume in mL of each label value (one pass over the array)."""
-    unit = voxel_ml(affine)
-    return {int(v): int(np.count_nonzero(labels == v)) * unit for v in values}
 
 
 def present_labels(labels: np.ndarray) -> list[int]:

@@ -144,6 +144,13 @@ class Model:
         return self.meta.get("modality", "ct")
 
     @property
+    def spacing_mm(self) -> list[float] | None:
+        """The grid the network works on (its input chain's Resampled spacing), or None (not resampled)."""
+        step = next((s for s in self.meta["input"]["chain"] if s["name"] == "Resampled"), None)
+        spacing = (step.get("args") or {}).get("spacing_mm") if step else None
+        return None if spacing is None else [float(v) for v in np.broadcast_to(np.asarray(spacing, float), (3,))]
+
+    @property
     def name(self) -> str:
         if self.path is None:
             return "in-training"
@@ -171,13 +178,23 @@ class Model:
             out = out[0]
         return out.float()
 
-    def _softmax(self, batch: torch.Tensor, flips) -> torch.Tensor:
-        """Softmax probabilities averaged over the input and its flips along `flips` (tensor dims)."""
+    def _softmax(self, batch: torch.Tensor, flips, agreement: list | None = None, average: bool = True) -> torch.Tensor:
+        """Softmax probabilities averaged over the input and its flips along `flips` (tensor dims), or of
+        the input alone (`average` False: the flips then only measure agreement). `agreement` accumulates
+        [foreground voxels both agree on, foreground voxels of each] between the input's and each flip's
+        prediction: a network that is sure of itself gives the same lungs either way."""
         batch = batch.to(self.device)
-        total = torch.softmax(self._run(batch), dim=1)
+        first = torch.softmax(self._run(batch), dim=1)
+        total = first.clone() if average else first
         for dims in flips:
-            total += torch.softmax(self._run(batch.flip(dims)), dim=1).flip(dims)
-        return total / (1 + len(flips))
+            other = torch.softmax(self._run(batch.flip(dims)), dim=1).flip(dims)
+            if agreement is not None:
+                a, b = first.max(1).indices != 0, other.max(1).indices != 0
+                agreement[0] += int((a & b).sum())
+                agreement[1] += int(a.sum() + b.sum())
+            if average:
+                total += other
+        return total / (1 + len(flips)) if average else total
 
     @property
     def divisor(self) -> int:
@@ -186,7 +203,8 @@ class Model:
         total = int(np.prod([s if isinstance(s, int) else max(s) for s in strides])) if strides else 1
         return max(16, total)
 
-    def predict_slices(self, image: np.ndarray, batch_size: int = 16, flips=()) -> tuple[np.ndarray, np.ndarray]:
+    def predict_slices(self, image: np.ndarray, batch_size: int = 16, flips=(), agreement: list | None = None,
+                       average: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(labels (x, y, n) in the checkpoint's values, uint8 (0-255) softmax probabilities (channels, x,
         y, n)) of a stack of 2D inputs (x, y, n); sides padded with the input's pad value to the network's
         divisor. `flips` are in-plane axes (0: x, 1: y) to average over."""
@@ -202,13 +220,14 @@ class Model:
                 z1 = min(nz, z0 + max(1, batch_size))
                 batch = torch.from_numpy(np.ascontiguousarray(image[:, :, z0:z1].transpose(2, 0, 1), dtype=np.float32))
                 batch = F.pad(batch[:, None], pad, value=self.pad_value)
-                scores = self._softmax(batch, tensor_flips)[:, :, pad[2]:pad[2] + nx, pad[0]:pad[0] + ny]
-                labels[..., z0:z1] = self.channel_values[scores.argmax(1).cpu().numpy()].transpose(1, 2, 0)
+                scores = self._softmax(batch, tensor_flips, agreement, average)[:, :, pad[2]:pad[2] + nx, pad[0]:pad[0] + ny]
+                scores = scores.contiguous()  # max and the uint8 copy are many times slower on a strided view
+                labels[..., z0:z1] = self.channel_values[scores.max(1).indices.cpu().numpy()].transpose(1, 2, 0)
                 out[..., z0:z1] = to_uint8(scores).cpu().numpy().transpose(1, 2, 3, 0)
         return labels, out
 
-    def predict_volume(self, image: np.ndarray, sw_batch_size: int = 4, overlap: float = 0.5,
-                       flips=()) -> tuple[np.ndarray, np.ndarray]:
+    def predict_volume(self, image: np.ndarray, sw_batch_size: int = 4, overlap: float = 0.5, flips=(),
+                       agreement: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(labels, uint8 softmax probabilities (channels, x, y, z)) of a 3D input, by Gaussian-weighted
         sliding window."""
         from monai.inferers import SlidingWindowInferer
@@ -219,8 +238,8 @@ class Model:
         try:
             with torch.inference_mode():
                 batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-                scores = self._softmax(batch, [tuple(a + 2 for a in axes) for axes in flips])
-                labels = self.channel_values[scores[0].argmax(0).cpu().numpy()]
+                scores = self._softmax(batch, [tuple(a + 2 for a in axes) for axes in flips], agreement)
+                labels = self.channel_values[scores[0].max(0).indices.cpu().numpy()]
                 return labels, to_uint8(scores)[0].cpu().numpy()
         finally:
             self._inferer = None
@@ -228,3 +247,16 @@ class Model:
 
 def to_uint8(probability: torch.Tensor) -> torch.Tensor:
     return (probability * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def flip_dice(agreement: list) -> float | None:
+    """Dice between a prediction and its flipped twins, from the counts `_softmax` accumulates."""
+    return round(2.0 * agreement[0] / agreement[1], 5) if agreement and agreement[1] else None
+
+
+def uncertain_fraction(probability: np.ndarray, channel_values: np.ndarray) -> float:
+    """Share of the voxels that may be lung (foreground probability >= 0.35) on which the network is
+    unsure (<= 0.65): near 0 for a clear-cut prediction, large where it hesitates."""
+    foreground = 255 - probability[channel_values == 0][0].astype(np.int16)
+    possible = int(np.count_nonzero(foreground >= 89))
+    return round(int(np.count_nonzero((foreground >= 89) & (foreground <= 166))) / possible, 5) if possible else 0.0

@@ -20,11 +20,18 @@ from lungct import __version__
 
 @dataclass
 class OutputPlan:
-    """Where one case's outputs go."""
+    """Where one case's outputs go: the mask (NIfTI, or PNG for a radiograph; None when only DICOM
+    objects are asked for), the sidecar, the preview, and DICOM objects by type ("dicom-seg", "rtstruct")."""
 
-    mask: Path
+    mask: Path | None
     json: Path
     preview: Path | None = None
+    dicom: dict = field(default_factory=dict)
+
+    @property
+    def done_marker(self) -> Path:
+        """The main output, whose presence (with the sidecar) marks the case as done."""
+        return self.mask if self.mask is not None else next(iter(self.dicom.values()))
 
 
 @dataclass
@@ -72,7 +79,7 @@ class Result:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "source": self.source,
             "format": self.input_format,
-            "mask": str(plan.mask),
+            "mask": str(plan.mask) if plan.mask else None,
             **{key: str(path) for key, path in written.items() if key != "mask"},
             "labels": self.label_values,
             self.measure_key: self.measures,
@@ -108,6 +115,10 @@ class Segmenter:
 
     def segment(self, source) -> Result:
         """Labels of one input (a path, a discovered case, or an input already read) on its own grid."""
+        return self.end(*self.begin(source))
+
+    def begin(self, source) -> tuple[object, dict]:
+        """(prepared input, timings): reading and the input chain, which a batch runs one case ahead."""
         timings = {}
         start = time.perf_counter()
         item = self.read(source)
@@ -115,6 +126,10 @@ class Segmenter:
         start = time.perf_counter()
         prepared = self.prepare(item)
         timings["preprocess"] = round(time.perf_counter() - start, 3)
+        return prepared, timings
+
+    def end(self, prepared, timings: dict) -> Result:
+        """The network, post-processing and the way back, on what `begin` prepared."""
         result = self.finish(prepared)
         result.timings_s = {**timings, **result.timings_s}
         return result

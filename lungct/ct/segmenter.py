@@ -16,12 +16,17 @@ import numpy as np
 import torch
 
 from lungct.errors import LungctError
-from lungct.geometry import geometry_summary, smooth_labels_to_grid, voxel_ml
+from lungct.geometry import geometry_summary, smooth_probabilities_to_grid, voxel_ml
 from lungct.io import CaseSource, Scan, load_case, load_scan
 from lungct.labels import BINARY_LABELS, measure
-from lungct.models import Model
+from lungct.models import Model, flip_dice, uncertain_fraction
+from lungct.morphology import bounding_box
 from lungct.recipes import Chain, resolve_transform
 from lungct.segmentation import OutputPlan, Result, Segmenter
+
+
+CROP_MARGIN_MM = 30.0  # context around the ROI the network sees (the U-Net's receptive field is wider: the edge
+# of the crop is read as air, 30 mm from the lungs' own boundary)
 
 
 @dataclass
@@ -40,9 +45,9 @@ class CTResult(Result):
     modality = "ct"
     measure_key = "volumes_ml"
 
-    def __init__(self, *args, scan: Scan, processing: dict, **kwargs):
+    def __init__(self, *args, scan: Scan, processing: dict, statistics=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.scan, self.processing = scan, processing
+        self.scan, self.processing, self.statistics = scan, processing, statistics
 
     @property
     def affine(self) -> np.ndarray:
@@ -52,16 +57,36 @@ class CTResult(Result):
         from lungct.io.volumes import write_nifti
         from lungct.report import save_preview
 
-        header = self.scan.header if self.input_format in ("nii", "nii.gz") else None
-        write_nifti(plan.mask, self.labels, self.scan.affine, header=header, dtype=np.uint8)
-        written = {"mask": plan.mask}
+        written = {}
+        if plan.mask is not None:
+            header = self.scan.header if self.input_format in ("nii", "nii.gz") else None
+            write_nifti(plan.mask, self.labels, self.scan.affine, header=header, dtype=np.uint8)
+            written["mask"] = plan.mask
+        written.update(self.write_dicom(plan.dicom))
         if plan.preview is not None:
             proc = self.processing
             title = f"{self.name}  " + "  ".join(f"{k} {v:.0f} mL" for k, v in self.measures.items())
             save_preview(plan.preview, proc["image"], proc["labels"], proc["roi"], proc["affine"],
                          self.label_values, title=title)
             written["preview"] = plan.preview
+            if self.statistics is not None:
+                from lungct.ct.densitometry import save_histogram_plot
+
+                histogram = plan.preview.with_name(plan.preview.name.replace("-preview.png", "") + "-histogram.png")
+                save_histogram_plot(histogram, self.statistics, title=f"{self.name}: lung HU")
+                written["histogram"] = histogram
         return written
+
+
+    def write_dicom(self, targets: dict) -> dict:
+        """DICOM-SEG and RTSTRUCT objects referencing the source series (lungct.io.dicom_export)."""
+        from lungct.io.dicom_export import write_dicom_seg, write_rtstruct
+
+        segments = {v: name.replace("_", " ").capitalize() for name, v in self.label_values.items() if v}
+        writers = {"dicom-seg": write_dicom_seg, "rtstruct": write_rtstruct}
+        for kind, path in targets.items():
+            writers[kind](path, self.labels, self.scan.affine, self.scan.sources, segments)
+        return {kind.replace("-", "_"): path for kind, path in targets.items()}
 
 
 class CTSegmenter(Segmenter):
@@ -70,12 +95,16 @@ class CTSegmenter(Segmenter):
     modality = "ct"
 
     def __init__(self, model: Model, tta: bool = False, roi: bool | None = None, binary: bool = False,
-                 slice_batch: int = 16, sw_batch_size: int = 4, overlap: float = 0.5):
+                 aerated: bool = False, statistics: bool = True, recalibrate: bool = False, slice_batch: int = 16,
+                 sw_batch_size: int = 4, overlap: float = 0.5, tumour: "CTSegmenter | None" = None):
         super().__init__(model)
         if model.modality != "ct":
             raise LungctError(model.path, f"is a {model.modality} model; CT scans need a CT model")
         inference = model.meta.get("inference") or {}
-        self.tta, self.binary = tta, binary
+        self.tta, self.binary, self.aerated = tta, binary, aerated
+        self.statistics, self.recalibrate = statistics, recalibrate
+        self.lung_model = bool(set(model.names.values()) & {"right_lung", "left_lung", "lungs"})
+        self.tumour = tumour  # a tumour model's segmenter, joined to these lungs (lungct.ct.tumours)
         self.roi = bool(inference.get("roi", False)) if roi is None else roi
         self.min_component_fraction = float(inference.get("min_component_fraction", 0.1))
         self.slice_batch, self.sw_batch_size, self.overlap = max(1, slice_batch), sw_batch_size, overlap
@@ -87,6 +116,7 @@ class CTSegmenter(Segmenter):
             steps = [s for s in steps if not getattr(resolve_transform(s["name"]), "ADDS_ONLY", False)
                      or _feeds_image(steps)]
         self.chain = Chain(steps, model.path)
+        self.window = next((s.get("args") for s in steps if s["name"] == "HUWindowd"), None)
 
     @classmethod
     def load(cls, model=None, device: str = "auto", precision: str = "auto", **options) -> "CTSegmenter":
@@ -94,6 +124,8 @@ class CTSegmenter(Segmenter):
 
     def settings(self) -> dict:
         return {**super().settings(), "tta": self.tta, "binary": self.binary, "roi": self.roi,
+                "convention": "aerated" if self.aerated else "lungs", "statistics": self.statistics,
+                "recalibrate": self.recalibrate,
                 **({"sw_batch_size": self.sw_batch_size, "overlap": self.overlap} if self.model.dim == 3 else {})}
 
     # ------------------------------------------------------------------------------------ the pipeline
@@ -109,13 +141,27 @@ class CTSegmenter(Segmenter):
             prepared.roi = None
         return prepared
 
-    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, image: np.ndarray, roi: np.ndarray | None = None,
+                agreement: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(labels, uint8 probabilities per channel) on the network grid; TTA flips never swap right and
-        left: anterior-posterior (and superior-inferior in 3D)."""
+        left: anterior-posterior (and superior-inferior in 3D). With an ROI a 2D network sees only its box
+        (slices with ROI, and in-plane the ROI's extent plus CROP_MARGIN_MM of context): whatever it
+        found outside would be cleared by the ROI anyway."""
         if self.model.dim == 3:
             return self.model.predict_volume(image, self.sw_batch_size, self.overlap,
-                                             flips=[(1,), (2,), (1, 2)] if self.tta else [])
-        return self.model.predict_slices(image, self.slice_batch, flips=[(1,)] if self.tta else [])
+                                             flips=[(1,), (2,), (1, 2)] if self.tta else [], agreement=agreement)
+        flips = [(1,)] if self.tta else []
+        if roi is None:
+            return self.model.predict_slices(image, self.slice_batch, flips=flips, agreement=agreement)
+        labels = np.zeros(image.shape, np.uint8)
+        scores = np.zeros((len(self.model.channel_values), *image.shape), np.uint8)
+        scores[self.model.channel_values == 0] = 255  # background, for certain
+        margin = [int(np.ceil(CROP_MARGIN_MM / s)) for s in self.model.spacing_mm or (1.0, 1.0, 1.0)]
+        box = bounding_box(roi > 0, margin=[margin[0], margin[1], 0])
+        if any(b.stop > b.start for b in box):
+            labels[box], scores[(slice(None), *box)] = self.model.predict_slices(
+                image[box], self.slice_batch, flips=flips, agreement=agreement)
+        return labels, scores
 
     def finish(self, prepared: PreparedScan) -> CTResult:
         from lungct.ct.postprocess import postprocess
@@ -123,35 +169,103 @@ class CTSegmenter(Segmenter):
         scan, model = prepared.scan, self.model
         timings = {}
         start = time.perf_counter()
-        labels, scores = self.predict(prepared.image)
+        agreement = [0, 0]
+        labels, scores = self.predict(prepared.image, prepared.roi, agreement)
         timings["network"] = round(time.perf_counter() - start, 3)
+        confidence = {"flip_dice": flip_dice(agreement), "uncertain_fraction": uncertain_fraction(scores, model.channel_values)}
 
         start = time.perf_counter()
         values = model.channel_values
         foreground = [int(v) for v in values if v != 0]
         labels, components = postprocess(labels, foreground, prepared.roi, self.min_component_fraction)
         label_values = {model.names[int(v)]: int(v) for v in values}
-        if self.binary:
-            labels = (labels > 0).astype(np.uint8)
-            label_values = dict(BINARY_LABELS)
-            scores = [255 - scores[values == 0][0]]  # lungs = not background
-            foreground = [1]
-        else:
-            scores = scores[values != 0]
-        native = smooth_labels_to_grid(labels, scores, foreground, prepared.affine, scan.array.shape, scan.affine)
-        timings["postprocess"] = round(time.perf_counter() - start, 3)
-
-        volumes = measure(native, label_values, voxel_ml(scan.affine))
+        candidate, probability = smooth_probabilities_to_grid(labels, scores[values != 0], foreground, prepared.affine,
+                                                              scan.array.shape, scan.affine)
         case = prepared.case
+        conventions = self.conventions(candidate, probability, prepared, labels)
+        if self.binary:  # merged after the boundary is drawn: the same voxels as the labelled mask
+            conventions.lungs, conventions.aerated = (conventions.lungs > 0).view(np.uint8), (conventions.aerated > 0).view(np.uint8)
+            labels, label_values = (labels > 0).view(np.uint8), dict(BINARY_LABELS)
+        native = conventions.aerated if self.aerated else conventions.lungs
+        timings["postprocess"] = round(time.perf_counter() - start, 3)
+        tumours = None
+        if self.tumour is not None:
+            start = time.perf_counter()
+            native, label_values, tumours = self.join_tumours(native, label_values, scan)
+            timings["tumour"] = round(time.perf_counter() - start, 3)
+        density = None
+        if self.statistics and self.lung_model:
+            start = time.perf_counter()
+            density = self.density(native, label_values, prepared)
+            timings["statistics"] = round(time.perf_counter() - start, 3)
+
+        unit = voxel_ml(scan.affine)
+        volumes = measure(native, label_values, unit)
         warnings = list(case.get("warnings", [])) + self._result_warnings(volumes, scan)
+        lungs_ml, aerated_ml = measure(conventions.lungs, label_values, unit), measure(conventions.aerated, label_values, unit)
         extra = {"input": geometry_summary(scan.array.shape, scan.affine),
                  "hu_calibration": case.get("hu_calibration"),
+                 "conventions": {"written": "aerated" if self.aerated else "lungs", "lungs_ml": lungs_ml,
+                                 "aerated_ml": aerated_ml,
+                                 "dense_ml": {k: round(v - aerated_ml[k], 2) for k, v in lungs_ml.items()},
+                                 "boundary_hu": conventions.boundary_hu},
                  "components": {model.names[v]: n for v, n in components.items()},
+                 "confidence": confidence,
                  "processing_grid": geometry_summary(labels.shape, prepared.affine)}
+        if density is not None:
+            extra["statistics"] = density[0]
+        if tumours is not None:
+            extra["tumours"] = tumours
         return CTResult(scan.name, str(scan.source), scan.format, native, label_values, volumes, model.record(),
                         self.settings(), warnings, list(case.get("flags", [])), timings, extra, scan=scan,
+                        statistics=density[1] if density else None,
                         processing={"image": prepared.image, "labels": labels, "roi": prepared.roi,
                                     "affine": prepared.affine})
+
+    def conventions(self, candidate, probability, prepared: PreparedScan, labels_network: np.ndarray):
+        """Default and aerated lungs on the native grid (lungct.ct.conventions), in calibrated HU."""
+        from lungct.ct.conventions import Conventions, two_conventions
+
+        if self.window is None or not self.lung_model:  # no HU to refine with, or not lungs to refine
+            lungs = np.where(probability >= 128, candidate, 0).astype(np.uint8)
+            return Conventions(lungs, lungs, float("nan"), 0.0)
+        w = self.window
+        hu_network = (prepared.image - w["b_min"]) * ((w["a_max"] - w["a_min"]) / (w["b_max"] - w["b_min"])) + w["a_min"]
+        calibration = prepared.case.get("hu_calibration") or {}
+        slope, intercept = ((calibration.get("slope", 1.0), calibration.get("intercept", 0.0))
+                            if calibration.get("status") == "miscalibrated" else (1.0, 0.0))
+        return two_conventions(candidate, probability, prepared.scan.array, prepared.scan.affine,
+                               lambda hu: (hu - intercept) / slope, hu_network, labels_network, prepared.affine)
+
+    def join_tumours(self, lungs: np.ndarray, label_values: dict, scan: Scan):
+        """(labels with the tumour model's tumours inside the lungs, label values, each tumour measured)."""
+        from lungct.ct.tumours import describe_tumours, join_tumours
+        from lungct.labels import TUMOUR
+
+        tumour = self.tumour.finish(self.tumour.prepare(scan))
+        mask = tumour.labels == tumour.label_values.get("tumour", 1)
+        joined = join_tumours(lungs, mask)
+        return joined, {**label_values, "tumour": TUMOUR}, describe_tumours(joined == TUMOUR, scan.affine)
+
+    def density(self, labels: np.ndarray, label_values: dict, prepared: PreparedScan):
+        """(sidecar record, LungStatistics or None) of the written mask on calibrated HU: refused (a reason in
+        the record) when the scan's HU calibration is off and --recalibrate was not given."""
+        from lungct.ct.densitometry import densitometry_checks, lung_statistics
+
+        scan, calibration = prepared.scan, prepared.case.get("hu_calibration") or {}
+        miscalibrated = calibration.get("status") == "miscalibrated"
+        thickness = scan.info.get("SliceThickness") or max(prepared.case["input"]["spacing_mm"])
+        refusal, warnings = densitometry_checks(calibration.get("status"), self.recalibrate and miscalibrated,
+                                                float(thickness), scan.info.get("ConvolutionKernel"))
+        record = {"convention": "aerated" if self.aerated else "lungs", "warnings": warnings}
+        if refusal:
+            return {**record, "refused": refusal}, None
+        hu = scan.array
+        if miscalibrated:
+            hu = scan.array.astype(np.float32) * float(calibration["slope"]) + float(calibration["intercept"])
+        names = {v: n for n, v in label_values.items() if v}
+        stats = lung_statistics(hu, labels, scan.affine, names)
+        return {**record, "hu": "recalibrated" if miscalibrated else "as stored", **stats.as_dict()}, stats
 
     def _result_warnings(self, volumes: dict, scan: Scan) -> list[str]:
         warnings = []

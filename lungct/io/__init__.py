@@ -84,7 +84,7 @@ def _check_readable_content(scan: Scan) -> None:
         raise LungctError(scan.source, f"image has no voxels (shape {array.shape})")
     if array.shape[0] < 16 or array.shape[1] < 16:
         raise LungctError(scan.source, f"image is too small for a CT slice ({array.shape[0]}x{array.shape[1]})")
-    if not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not np.isfinite(array).all():  # integers are always finite
         raise LungctError(scan.source, "image holds NaN or infinite values")
     low, high = float(array.min()), float(array.max())
     if high - low < 1e-6:

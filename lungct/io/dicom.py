@@ -252,6 +252,7 @@ def read_series(slices: list[DicomSlice], where: Path):
         "modality": slices[0].modality or "unknown",
         "description": slices[0].description,
         "files": len(slices),
+        **({"SliceThickness": slices[0].thickness} if slices[0].thickness else {}),
         **slices[0].extra,
     }
     return array, affine, info, warnings

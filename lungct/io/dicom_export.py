@@ -34,6 +34,7 @@ from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from lungct import __version__
 from lungct.errors import LungctError
+from lungct.labels import colour_of
 from lungct.geometry import LPS_TO_RAS
 from lungct.io.volumes import atomic_path
 
@@ -42,15 +43,15 @@ __all__ = ["write_dicom_seg", "write_rtstruct", "LUNG_SEGMENTS", "SEGMENT_CODES"
 LUNG_SEGMENTS = {1: "Right lung", 2: "Left lung"}
 _ANATOMY = ("91723000", "Anatomical Structure")
 _ABNORMAL = ("49755003", "Morphologically Abnormal Structure")
-# name (lower case) -> (SNOMED CT category, SNOMED CT type, display RGB, RT ROI interpreted type)
+# name (lower case) -> (SNOMED CT category, SNOMED CT type, display RGB (as lungct's previews), RT ROI type)
 SEGMENT_CODES = {
-    "right lung": (_ANATOMY, ("3341006", "Right lung"), (80, 160, 230), "ORGAN"),
-    "left lung": (_ANATOMY, ("44029006", "Left lung"), (230, 160, 60), "ORGAN"),
-    "lung": (_ANATOMY, ("39607008", "Lung"), (120, 200, 120), "ORGAN"),
-    "lungs": (_ANATOMY, ("39607008", "Lung"), (120, 200, 120), "ORGAN"),
-    "tumour": (_ABNORMAL, ("108369006", "Neoplasm"), (230, 50, 50), ""),
-    "tumor": (_ABNORMAL, ("108369006", "Neoplasm"), (230, 50, 50), ""),
-    "neoplasm": (_ABNORMAL, ("108369006", "Neoplasm"), (230, 50, 50), ""),
+    "right lung": (_ANATOMY, ("3341006", "Right lung"), colour_of("right_lung"), "ORGAN"),
+    "left lung": (_ANATOMY, ("44029006", "Left lung"), colour_of("left_lung"), "ORGAN"),
+    "lung": (_ANATOMY, ("39607008", "Lung"), colour_of("lungs"), "ORGAN"),
+    "lungs": (_ANATOMY, ("39607008", "Lung"), colour_of("lungs"), "ORGAN"),
+    "tumour": (_ABNORMAL, ("108369006", "Neoplasm"), colour_of("tumour"), ""),
+    "tumor": (_ABNORMAL, ("108369006", "Neoplasm"), colour_of("tumour"), ""),
+    "neoplasm": (_ABNORMAL, ("108369006", "Neoplasm"), colour_of("tumour"), ""),
 }
 # Largest offset of a source slice from the grid, as a fraction of a voxel step. DS values carry about
 # 1e-5 mm; lungct itself keeps unevenly spaced slices within 1 % of a step as they are.

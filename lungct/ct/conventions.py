@@ -1,0 +1,105 @@
+"""Two lung conventions from one prediction, at the scan's own resolution (docs/conventions.md).
+
+`lungs` (the default): everything inside the visceral pleura, nodules, tumours, consolidation and
+atelectasis included (the network is trained to keep them in). `aerated`: the same lungs without dense
+lesions; vessels and small airways stay in, as threshold-based references draw them.
+
+Both come from the network's interpolated probability on the native grid:
+- the boundary is refined where the model is unsure (a thin band around its surface, where the
+  interpolated probability lies between `band`): there a voxel is lung when its calibrated HU is below the
+  air/tissue boundary, or when it belongs to a dense lesion the model kept in (never across one), or
+  when the lung surrounds it in its slice (a vessel);
+- dense lesions are the dense voxels (HU at or above the boundary) inside the lungs that survive an opening
+  by a ball of `lesion_min_diameter_mm` on the network's grid (vessels and the pleural rim are thinner and
+  vanish), grown back by `lesion_margin_mm` more; `aerated` leaves out their dense native voxels. Nodules
+  thinner than that stay in `aerated`, and where they touch the pleura the band may trim them from `lungs`.
+The boundary is -320 HU on fine grids; on scans coarser than `partial_volume_spacing_mm` it is half-way
+between the lungs' own density and soft tissue, as a voxel there is lung when most of it is lung.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lungct.geometry import labels_to_grid, shifted_affine, voxel_spacing
+from lungct.morphology import bounding_box, dilate_mm, erode_mm, fill_holes_2d
+
+SOFT_TISSUE_HU = 40.0
+
+
+@dataclass(frozen=True)
+class ConventionParams:
+    boundary_hu: float = -320.0  # air/tissue boundary on fine grids
+    partial_volume_spacing_mm: float = 2.0  # coarser native voxels: the partial-volume midpoint instead
+    parenchyma_below_hu: float = -600.0  # voxels that measure the lungs' own density on coarse scans
+    band: tuple = (64, 192)  # uint8 probabilities (0.25 .. 0.75) where the model is unsure: refined by HU
+    lesion_min_diameter_mm: float = 11.0  # dense objects this thick are lesions; intrapulmonary vessels are thinner
+    lesion_margin_mm: float = 3.0  # lesions grown back this far beyond the opening (their rim against the pleura)
+
+
+@dataclass
+class Conventions:
+    lungs: np.ndarray  # uint8 labels, lesion-inclusive (the default)
+    aerated: np.ndarray  # uint8 labels without dense lesions
+    boundary_hu: float
+    lesion_ml_network_grid: float
+
+
+def boundary_hu(hu_network: np.ndarray, labels_network: np.ndarray, native_spacing, p: ConventionParams) -> float:
+    """The HU that separates lung from tissue at the scan's own resolution."""
+    if max(native_spacing) <= p.partial_volume_spacing_mm:
+        return p.boundary_hu
+    parenchyma = hu_network[(labels_network > 0) & (hu_network < p.parenchyma_below_hu)]
+    if parenchyma.size == 0:
+        return p.boundary_hu
+    return min((float(np.median(parenchyma)) + SOFT_TISSUE_HU) / 2, p.boundary_hu)
+
+
+def dense_lesions(hu_network: np.ndarray, labels_network: np.ndarray, affine_network: np.ndarray, threshold_hu: float,
+                  p: ConventionParams) -> np.ndarray:
+    """Dense objects inside the lungs thicker than a vessel, on the network's grid (bool)."""
+    spacing = voxel_spacing(affine_network)
+    dense = (hu_network >= threshold_hu) & (labels_network > 0)
+    radius = p.lesion_min_diameter_mm / 2
+    in_plane = spacing[2] > radius or dense.shape[2] == 1  # thick slices: a disc per slice
+    cores = erode_mm(dense, radius, spacing, in_plane=in_plane)
+    return dilate_mm(cores, radius + p.lesion_margin_mm, spacing, in_plane=in_plane) & dense
+
+
+def surface_ring(labels_network: np.ndarray) -> np.ndarray:
+    """uint8 1 within one network voxel of the lungs' surface: the band may only move the boundary there,
+    never bring in air the model left out far from the lungs (gas, airways, air outside the body)."""
+    from scipy import ndimage as ndi
+
+    lung = labels_network > 0
+    cross = ndi.generate_binary_structure(lung.ndim, 1)
+    return (ndi.binary_dilation(lung, cross) & ~ndi.binary_erosion(lung, cross)).astype(np.uint8)
+
+
+def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.ndarray, native_affine: np.ndarray,
+                    to_stored, hu_network: np.ndarray, labels_network: np.ndarray, affine_network: np.ndarray,
+                    p: ConventionParams = ConventionParams()) -> Conventions:
+    """Default and aerated labels on the native grid from the interpolated prediction (`candidate` label
+    and its uint8 `probability`), the native stored values and `to_stored` (HU -> stored units)."""
+    threshold = boundary_hu(hu_network, labels_network, voxel_spacing(native_affine), p)
+    lesions_network = dense_lesions(hu_network, labels_network, affine_network, threshold, p)
+    lungs = np.where(probability >= 128, candidate, 0).astype(np.uint8)
+    aerated = lungs.copy()
+    box = bounding_box(probability > p.band[0], margin=1)  # nothing changes outside the lungs' box
+    box_shape, box_affine = [b.stop - b.start for b in box], shifted_affine(native_affine, [b.start for b in box])
+    coded = lesions_network.astype(np.uint8) | (surface_ring(labels_network) << 1)  # both maps in one pass
+    coded = labels_to_grid(coded, affine_network, box_shape, box_affine)
+    lesions, ring = (coded & 1) > 0, (coded & 2) > 0
+    dense = stored[box] >= to_stored(threshold)
+    lungs_box, probability, candidate = lungs[box], probability[box], candidate[box]
+    band = ring & (probability > p.band[0]) & (probability < p.band[1]) & (candidate > 0)
+    keep = ~dense[band] | lesions[band]
+    lungs_box[band] = np.where(keep, candidate[band], 0)
+    for value in np.unique(candidate[band][~keep]):  # dense voxels the lung surrounds (vessels) stay in
+        if value:
+            enclosed = fill_holes_2d(lungs_box == value) & (lungs_box == 0)
+            lungs_box[enclosed] = value
+    aerated[box] = np.where(lesions & dense, 0, lungs_box)
+    lesion_ml = float(lesions_network.sum() * np.prod(voxel_spacing(affine_network)) / 1000)
+    return Conventions(lungs, aerated, round(threshold, 1), round(lesion_ml, 2))
