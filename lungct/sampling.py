@@ -1,6 +1,11 @@
 """Training samples: axial slices (2D) or patches (3D) of the training cases, drawn afresh each epoch
 and augmented identically on image and label, with a random state fixed by (seed, epoch, sample) so a run
-repeats exactly whatever the number of data-loader workers or DDP ranks."""
+repeats exactly whatever the number of data-loader workers or DDP ranks.
+
+Before the generic augmentation a sample may get a modality's own synthesis (`make_synthesis`): CT
+lesions painted into the lungs and labelled as lung (lungct.ct.lesions), or radiograph opacities and film
+artefacts with the lung fields unchanged (lungct.cxr.augment), after which the rest of the radiograph
+chain (equalisation, local contrast) runs on the sample, as it would on a film at inference."""
 from __future__ import annotations
 
 import random
@@ -32,10 +37,17 @@ class SliceSampler(torch.utils.data.Dataset):
     afresh each epoch (`reshuffle(epoch)`), each fitted to the slice size and augmented."""
 
     def __init__(self, cases: list[Case], slice_size, negative_share: float, per_epoch: int | None,
-                 augment=None, fill: float = 0.0, seed: int = 0):
+                 augment=None, fill: float = 0.0, seed: int = 0, synthesis=None, roi_slices_only: bool = False):
         self.cases, self.size, self.augment, self.fill = cases, list(slice_size), augment, fill
+        self.synthesis = synthesis
+
+        def usable(case: Case) -> np.ndarray:  # slices outside the lung ROI never reach the network
+            everywhere = np.ones(case.labels.shape[2], bool)
+            return case.roi_slices if roi_slices_only and case.roi_slices is not None else everywhere
+
         self.positives = [(i, z) for i, c in enumerate(cases) for z in np.nonzero(c.labels.any(axis=(0, 1)))[0]]
-        self.negatives = [(i, z) for i, c in enumerate(cases) for z in np.nonzero(~c.labels.any(axis=(0, 1)))[0]]
+        self.negatives = [(i, z) for i, c in enumerate(cases)
+                          for z in np.nonzero(~c.labels.any(axis=(0, 1)) & usable(c))[0]]
         if not self.positives:
             raise LungctError(None, "no training slice holds any foreground label")
         self.negative_share, self.per_epoch, self.seed = negative_share, per_epoch, seed
@@ -58,9 +70,13 @@ class SliceSampler(torch.utils.data.Dataset):
         case = self.cases[case_index]
         # Slices larger than the slice size are cropped at a random place, so the network also sees the
         # body's edge and the air around it (a centred crop would never show it: outside air taken for lung).
-        offsets = np.random.default_rng(_sample_seed(self.seed, self.epoch, index)).random(2)
-        item = {"image": torch.from_numpy(fit_2d(case.image[:, :, z], self.size, self.fill, offsets)[None].copy()),
-                "label": torch.from_numpy(fit_2d(case.labels[:, :, z], self.size, 0, offsets)[None].astype(np.float32))}
+        rng = np.random.default_rng(_sample_seed(self.seed, self.epoch, index))
+        offsets = rng.random(2)
+        image, labels = case.image[:, :, z], case.labels[:, :, z]
+        if self.synthesis is not None:
+            image, labels = self.synthesis(image, labels, rng, case)
+        item = {"image": torch.from_numpy(fit_2d(image, self.size, self.fill, offsets)[None].copy()),
+                "label": torch.from_numpy(fit_2d(labels, self.size, 0, offsets)[None].astype(np.float32))}
         return _augmented(self.augment, item, self.seed, self.epoch, index)
 
 
@@ -68,10 +84,10 @@ class PatchSampler(torch.utils.data.Dataset):
     """3D patches with foreground oversampling (MONAI RandCropByPosNegLabeld), augmented."""
 
     def __init__(self, cases: list[Case], patch_size, positive_share: float, per_epoch: int | None,
-                 augment=None, fill: float = 0.0, seed: int = 0):
+                 augment=None, fill: float = 0.0, seed: int = 0, synthesis=None):
         from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
 
-        self.cases, self.augment, self.seed, self.epoch = cases, augment, seed, 0
+        self.cases, self.augment, self.seed, self.epoch, self.synthesis = cases, augment, seed, 0, synthesis
         self.per_epoch = per_epoch or 4 * len(cases)
         self.crop = Compose([
             SpatialPadd(["image", "label"], spatial_size=list(patch_size), constant_values=fill),
@@ -91,6 +107,11 @@ class PatchSampler(torch.utils.data.Dataset):
         item = self.crop({"image": torch.from_numpy(case.image[None].copy()),
                           "label": torch.from_numpy(case.labels[None].astype(np.float32))})[0]
         item = {"image": torch.as_tensor(item["image"]).float(), "label": torch.as_tensor(item["label"]).float()}
+        if self.synthesis is not None:
+            rng = np.random.default_rng(_sample_seed(self.seed, self.epoch, index))
+            image, labels = self.synthesis(item["image"][0].numpy(), item["label"][0].numpy().astype(np.uint8), rng, case)
+            item = {"image": torch.from_numpy(image[None].astype(np.float32)),
+                    "label": torch.from_numpy(labels[None].astype(np.float32))}
         return _augmented(self.augment, item, self.seed, self.epoch, index)
 
 
@@ -131,3 +152,85 @@ def augmentation(settings: dict, size, seed: int):
     if noise > 0:  # the standard deviation is drawn from [0, noise_sd] per sample
         steps.append(RandGaussianNoised("image", std=noise, prob=float(settings["noise_prob"])))
     return Compose(steps).set_random_state(seed)
+
+
+# ------------------------------------------------------------------------------------ modality synthesis
+
+
+class LesionSynthesis:
+    """CT: with probability `prob`, dense lesions painted into a sample's lungs and labelled as lung (the
+    network input is windowed HU; the lesions are made in HU and windowed back)."""
+
+    def __init__(self, prob: float, window: dict):
+        self.prob, self.window = float(prob), window
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
+        from lungct.ct.lesions import orientation_hints, synthesize_lesions
+        from lungct.geometry import voxel_spacing
+
+        if not labels.any() or rng.random() >= self.prob:
+            return image, labels
+        w = self.window
+        scale = (w["a_max"] - w["a_min"]) / (w["b_max"] - w["b_min"])
+        hu = (image - w["b_min"]) * scale + w["a_min"]
+        posterior, inferior = orientation_hints(case.affine)
+        spacing = voxel_spacing(case.affine)[: image.ndim]
+        hints = ({"posterior_hint": posterior[:2]} if image.ndim == 2 else
+                 {"posterior_hint": posterior, "inferior_hint": inferior})
+        hu, labels, _ = synthesize_lesions(hu, labels, spacing, rng, **hints)
+        return np.clip((hu - w["a_min"]) / scale + w["b_min"], w["b_min"], w["b_max"]).astype(np.float32), labels
+
+
+class RadiographSynthesis:
+    """Radiographs: opacities inside the lung fields (label unchanged) and film artefacts, each with its
+    probability, on the grey 256 x 256 image; then the rest of the recipe's chain (`rest`, from
+    augment.before_step on) runs on the sample, with the image's own pixels as the film left them."""
+
+    def __init__(self, opacity_prob: float, film_prob: float, rest):
+        self.opacity_prob, self.film_prob, self.rest = float(opacity_prob), float(film_prob), rest
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
+        from lungct.cxr.augment import add_opacities, film_augment
+        from lungct.cxr.transforms import valid_region
+
+        valid = valid_region({"case": case.record}, image.shape)
+        if rng.random() < self.opacity_prob:
+            image = add_opacities(image, labels, rng)
+        if rng.random() < self.film_prob:
+            image, labels, valid = film_augment(image, labels, valid, rng)
+        out = self.rest({"image": image[None].astype(np.float32), "case": dict(case.record), "valid": valid})
+        return np.asarray(out["image"], dtype=np.float32)[0], labels
+
+
+def make_synthesis(recipe: dict, chain: list[dict]):
+    """The modality's per-sample synthesis the recipe asks for, or None; for radiographs also the chain
+    steps that then run per sample (the cases are loaded only up to augment.before_step)."""
+    from lungct.recipes import Chain
+
+    augment = recipe["augment"]
+    if recipe["modality"] == "ct":
+        if augment["lesions"]["prob"] <= 0:
+            return None
+        window = next((s.get("args") or {} for s in chain if s["name"] == "HUWindowd"), None)
+        if window is None:
+            raise LungctError(recipe.get("source"), "lesion synthesis needs the chain's HUWindowd step")
+        return LesionSynthesis(augment["lesions"]["prob"], window)
+    if augment["opacities"]["prob"] <= 0 and augment["film"]["prob"] <= 0:
+        return None
+    return RadiographSynthesis(augment["opacities"]["prob"], augment["film"]["prob"],
+                               Chain(chain_after(chain, augment["before_step"], recipe), recipe.get("source")))
+
+
+def chain_before(chain: list[dict], step: str, recipe: dict) -> list[dict]:
+    return chain[: _step_index(chain, step, recipe)]
+
+
+def chain_after(chain: list[dict], step: str, recipe: dict) -> list[dict]:
+    return chain[_step_index(chain, step, recipe):]
+
+
+def _step_index(chain: list[dict], step: str, recipe: dict) -> int:
+    names = [s["name"] for s in chain]
+    if step not in names:
+        raise LungctError(recipe.get("source"), f"augment.before_step names '{step}', not a step of the chain ({names})")
+    return names.index(step)

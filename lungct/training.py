@@ -110,16 +110,19 @@ def make_loss(recipe: dict, epoch: int):
     return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=dice, lambda_ce=float(settings["ce_weight"]))
 
 
-def make_sampler(recipe: dict, cases, seed: int):
-    from lungct.sampling import PatchSampler, SliceSampler, augmentation
+def make_sampler(recipe: dict, cases, seed: int, chain: list[dict]):
+    from lungct.sampling import PatchSampler, SliceSampler, augmentation, make_synthesis
 
     settings, dim, inp = recipe["data"], int(recipe["dim"]), recipe["input"]
     size = inp["slice_size"] if dim == 2 else inp["patch_size"]
     augment = augmentation(recipe["augment"], size, seed)
     per_epoch = settings["samples_per_epoch"] or None
+    synthesis = make_synthesis(recipe, chain)
     if dim == 2:
-        return SliceSampler(cases, size, float(settings["negative_share"]), per_epoch, augment, inp["pad_value"], seed)
-    return PatchSampler(cases, size, float(settings["positive_share"]), per_epoch, augment, inp["pad_value"], seed)
+        return SliceSampler(cases, size, float(settings["negative_share"]), per_epoch, augment, inp["pad_value"], seed,
+                            synthesis, bool(settings["roi_slices_only"]))
+    return PatchSampler(cases, size, float(settings["positive_share"]), per_epoch, augment, inp["pad_value"], seed,
+                        synthesis)
 
 
 def model_meta(recipe: dict, network_args: dict, chain: list[dict]) -> dict:
@@ -153,9 +156,12 @@ def training_data(recipe: dict, data: Path | None, images: Path | None, labels: 
         images = images or data
         if not images or not labels:
             raise LungctError(images, "radiograph training needs --images and --labels (masks, 0/1 or 0/255)")
+        from lungct.sampling import chain_before, make_synthesis
+
         split_file = find_split_file(Path(images), settings["split_file"])
         assignment = read_split_file(split_file) if split_file else None
-        cases = cases_from.load_radiograph_cases(cxr_pairs(images, labels), Chain(chain, recipe.get("source")), progress)
+        upfront = chain_before(chain, recipe["augment"]["before_step"], recipe) if make_synthesis(recipe, chain) else chain
+        cases = cases_from.load_radiograph_cases(cxr_pairs(images, labels), Chain(upfront, recipe.get("source")), progress)
     elif images:
         if not labels:
             raise LungctError(images, "--images needs --labels (a folder of label files matched by case name)")
@@ -164,30 +170,13 @@ def training_data(recipe: dict, data: Path | None, images: Path | None, labels: 
         from lungct.workspace import prep_dir
 
         cases, prep_recipe = cases_from.load_prep_cases(data or prep_dir(), labels, allowed)
-        chain = adopt_prep_chain(chain, prep_recipe, data or prep_dir())
+        chain = cases_from.adopt_prep_chain(chain, prep_recipe, data or prep_dir())
+        fill = cases_from.masked_value(chain, prep_recipe)
+        if fill is not None:
+            cases_from.mask_outside_roi(cases, data or prep_dir(), fill)
     train_cases, val_cases = cases_from.split_cases(cases, float(settings["validation_fraction"]), seed,
                                                     settings["validation_cases"], assignment, settings["exclude_cases"])
     return train_cases, val_cases, chain
-
-
-def adopt_prep_chain(chain: list[dict], prep_recipe: dict | None, where) -> list[dict]:
-    """The recipe's chain with the settings that made the preprocessed images (HU check, spacing,
-    orientation, window) taken from prep/'s own recipe: the network's input is what it trained on."""
-    import copy
-
-    if not prep_recipe:
-        raise LungctError(where, "its case.json records no preprocessing recipe (made by an old lungct?)")
-    made = {s["name"]: s.get("args") or {} for s in prep_recipe.get("transforms") or []}
-    if (made.get("MaskOutsideROId") or {}).get("enabled"):
-        return [s for s in prep_recipe["transforms"]]  # the image depends on the whole chain
-    chain = copy.deepcopy(chain)
-    adopt = {"CheckHUCalibrationd": ("recalibrate", "tolerance_hu"), "Resampled": ("spacing_mm", "axcodes"),
-             "HUWindowd": ("a_min", "a_max", "b_min", "b_max")}
-    for step in chain:
-        for key in adopt.get(step["name"], ()):
-            if key in made.get(step["name"], {}):
-                step.setdefault("args", {})[key] = made[step["name"]][key]
-    return chain
 
 
 class Validation:
@@ -195,13 +184,13 @@ class Validation:
     epoch runs the network, the post-processing and the way back to the original grid, and scores Dice
     per label against the original-grid reference with the function `lungct evaluate` uses."""
 
-    def __init__(self, cases: list, network: torch.nn.Module, meta: dict, device: torch.device):
+    def __init__(self, cases: list, network: torch.nn.Module, meta: dict, device: torch.device, aerated: bool = False):
         from lungct.data import read_reference
         from lungct.engine import make_segmenter
         from lungct.models import Model, autocast_dtype
 
         self.model = Model(network, meta, device, autocast_dtype(device, "auto"))
-        self.segmenter = make_segmenter(self.model, binary=meta["modality"] == "cxr")
+        self.segmenter = make_segmenter(self.model, binary=meta["modality"] == "cxr", aerated=aerated)
         self.items = []
         for case in cases:
             if case.source is None or not Path(case.source).exists():
@@ -249,7 +238,7 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     if DIMS.get(name) != dim:
         raise LungctError(recipe.get("source"), f"network '{name}' is not a {dim}D network")
     train_cases, val_cases, chain = training_data(recipe, data, images, labels, progress and dist.main)
-    sampler_data = make_sampler(recipe, train_cases, seed + dist.rank)
+    sampler_data = make_sampler(recipe, train_cases, seed + dist.rank, chain)
     network_args = {"in_channels": 1, "out_channels": len(recipe["labels"]), **(recipe["network"]["args"] or {})}
     network = build_network(name, **network_args).to(dev)
     meta = model_meta(recipe, network_args, chain)
@@ -265,7 +254,8 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
         state = payload["extra"]["state"]
         _set_rng_states(payload["extra"].get("rng"))
         log(f"resuming after epoch {state['epoch'] + 1} (best validation Dice {state['best']:.4f})")
-    validation = Validation(val_cases[dist.rank::dist.world], network, meta, dev)
+    validation = Validation(val_cases[dist.rank::dist.world], network, meta, dev,
+                            aerated=recipe["data"]["reference_convention"] == "aerated")
     model = dist.wrap(network, dev)
     use_amp = dev.type == "cuda" and recipe["amp"]
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)) \
