@@ -2,10 +2,12 @@
 this CPU, then validation Dice (mean/sd/min/max over the 70 validation radiographs of
 ../shared/data/cxr, masks at the original resolution after post-processing, as the seed papers report)
 and radiographs per second at inference. The shipped default model is evaluated the same way.
-Run by hand (not a test); writes benchmarks/results/cxr.md and cxr-<recipe>.json.
+Run by hand (not a test); writes cxr.md, cxr-shipped.json and cxr-<recipe>.json into --results (default
+benchmarks/results; the table is made from every cxr-*.json there, cxr-notes.md appended).
 
     python benchmarks/cxr.py                          # all three, 15 minutes of training each
     python benchmarks/cxr.py --only cxr-2d-segnet --minutes 5
+    python benchmarks/cxr.py --only shipped --results /tmp/cxr-bench    # the shipped model only, no training
 """
 from __future__ import annotations
 
@@ -55,17 +57,21 @@ def train(recipe: str, out: Path, minutes: float) -> dict:
 
 def measure(model: Path | str, images: Path, references: Path, masks: Path) -> dict:
     """Images per second (model already loaded) and Dice of the written masks against the references."""
-    from lungct.cxr.infer import RadiographSegmenter, infer_radiographs
+    from lungct.engine import InferOptions, infer, segmenter_for
     from lungct.evaluate import evaluate
     from lungct.networks import parameter_count
 
-    segmenter = RadiographSegmenter(model, device="cpu", binary=True)
+    options = InferOptions(models=[str(model)], device="cpu", binary=True)
+    segmenter = segmenter_for("cxr", options)  # loaded here, so that the timing below is inference only
     count = len(list(images.iterdir()))
     started = time.perf_counter()
-    infer_radiographs([images], masks, lambda: segmenter, overwrite=True, progress=False)
+    outcomes = infer([images], masks, options, modality="cxr", overwrite=True, progress=False, log=lambda m: None)
     per_second = count / (time.perf_counter() - started)
+    failed = [o.reason for o in outcomes if o.status != "ok"]
+    if failed:
+        raise SystemExit(f"error: {len(failed)} radiograph(s) failed: {failed[0]}")
     dice = next(s for s in evaluate(masks, references, log=lambda m: None).summary if s["metric"] == "dice")
-    return {"parameters_m": parameter_count(segmenter.network) / 1e6, "images_per_s": per_second, "n": dice["n"],
+    return {"parameters_m": parameter_count(segmenter.model.network) / 1e6, "images_per_s": per_second, "n": dice["n"],
             "dice_mean": dice["mean"], "dice_sd": dice["sd"], "dice_min": dice["min"], "dice_max": dice["max"]}
 
 
@@ -88,29 +94,32 @@ def table(results: list[dict], minutes: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=sorted(RECIPES), action="append", default=None)
+    parser.add_argument("--only", choices=[*sorted(RECIPES), "shipped"], action="append", default=None,
+                        help="train and measure only this recipe (repeatable); 'shipped': no training")
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget per network")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for cxr.md and the cxr-*.json")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"error: {DATA}: the shared radiographs are missing")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_dir = args.results
+    results_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         images, references = validation_folder(tmp)
         shipped = {"recipe": "cxr-2d", "title": "shipped default `cxr-lungs-2d`, U-Net 16→256",
                    "training": "see model card", **measure("cxr-lungs-2d", images, references, tmp / "masks-shipped")}
-        (RESULTS / "cxr-shipped.json").write_text(json.dumps(shipped, indent=1))
-        for recipe in args.only or RECIPES:
+        (results_dir / "cxr-shipped.json").write_text(json.dumps(shipped, indent=1))
+        for recipe in [r for r in args.only or RECIPES if r != "shipped"]:
             result = {"recipe": recipe, "title": RECIPES[recipe], "minutes": args.minutes,
                       **train(recipe, tmp / recipe, args.minutes)}
             result.update(measure(tmp / recipe / "best.pt", images, references, tmp / f"masks-{recipe}"))
-            (RESULTS / f"cxr-{recipe}.json").write_text(json.dumps(result, indent=1))
+            (results_dir / f"cxr-{recipe}.json").write_text(json.dumps(result, indent=1))
             print(json.dumps(result), flush=True)
-    results = [json.loads((RESULTS / f"cxr-{name}.json").read_text())
-               for name in [*RECIPES, "shipped"] if (RESULTS / f"cxr-{name}.json").is_file()]
-    notes = RESULTS / "cxr-notes.md"  # hand-written reading of the table, kept across reruns
+    results = [json.loads((results_dir / f"cxr-{name}.json").read_text())
+               for name in [*RECIPES, "shipped"] if (results_dir / f"cxr-{name}.json").is_file()]
+    notes = results_dir / "cxr-notes.md"  # hand-written reading of the table, kept across reruns
     text = table(results, args.minutes) + ("\n" + notes.read_text() if notes.is_file() else "")
-    (RESULTS / "cxr.md").write_text(text)
+    (results_dir / "cxr.md").write_text(text)
     print(text)
 
 

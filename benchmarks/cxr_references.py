@@ -4,12 +4,14 @@ The shared masks (../shared/data/README.md) leave out the lung behind the heart;
 not. Where one does, the shipped model (trained on the convention) leaves a large compact region over the
 heart unlabelled that the reference labels. This lists those radiographs (the largest missed region after
 a 2-pixel opening: at least 1500 pixels of the 256 x 256 image, centred in the heart's columns 135-190),
-and gives the validation Dice with and without them. Run by hand; writes benchmarks/results/cxr-references.md.
+and gives the validation Dice with and without them. Run by hand; writes cxr-references.md into --results
+(default benchmarks/results).
 
-    python benchmarks/cxr_references.py
+    python benchmarks/cxr_references.py [--results DIR] [--limit N]
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import statistics
 import sys
@@ -39,19 +41,30 @@ def heart_region_missed(reference: np.ndarray, prediction: np.ndarray) -> int:
 
 
 def main() -> None:
-    from lungct.cxr.infer import RadiographSegmenter, infer_radiographs
+    from lungct.engine import InferOptions, infer
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for cxr-references.md")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N radiographs of each split (a quick check; the table is partial)")
+    args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"error: {DATA}: the shared radiographs are missing")
     rows = list(csv.DictReader((DATA / "splits.csv").open()))
-    segmenter = RadiographSegmenter("cxr-lungs-2d", device="cpu", binary=True)
+    if args.limit:
+        rows = [r for split in ("train", "validation") for r in [r for r in rows if r["split"] == split][:args.limit]]
+    options = InferOptions(models=["cxr-lungs-2d"], device="cpu", binary=True)
     found, dice = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         images.mkdir()
         for row in rows:
             (images / row["file"]).symlink_to(DATA / "images" / row["file"])
-        infer_radiographs([images], Path(tmp) / "masks", lambda: segmenter, overwrite=True, progress=False)
+        outcomes = infer([images], Path(tmp) / "masks", options, modality="cxr", overwrite=True, progress=False,
+                         log=lambda m: None)
+        failed = [o.reason for o in outcomes if o.status != "ok"]
+        if failed:
+            sys.exit(f"error: {len(failed)} radiograph(s) failed: {failed[0]}")
         for row in rows:
             reference = np.asarray(Image.open(DATA / "masks" / row["file"])) > 0
             prediction = np.asarray(Image.open(Path(tmp) / "masks" / row["file"])) > 0
@@ -76,7 +89,8 @@ def main() -> None:
     lines.append("\nFlagged: " + ", ".join(f"{r['file'][:-4]} ({r['split']}, {pixels} px, Dice {dice[r['file']]:.3f})"
                                            for r, pixels in sorted(found, key=lambda x: -x[1])))
     text = "\n".join(lines) + "\n"
-    (RESULTS / "cxr-references.md").write_text(text)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "cxr-references.md").write_text(text)
     print(text)
 
 

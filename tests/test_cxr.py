@@ -356,6 +356,16 @@ def test_postprocess_keeps_two_largest_components_and_fills_holes(phantom):
     assert np.array_equal(postprocess_cxr(phantom.mask * 0.45, threshold=0.5), np.zeros_like(phantom.mask))
 
 
+def test_a_piece_below_a_field_is_not_the_other_lung(phantom):
+    left = (phantom.lungs == 2).astype(np.uint8)
+    rows = np.nonzero(left.any(1))[0]
+    bubble = np.zeros_like(left)
+    bubble[rows[-1] + 8:rows[-1] + 20, 130:160] = 1  # gas under the left hemidiaphragm, the right field missed
+    assert np.array_equal(postprocess_cxr(left | bubble), left)
+    both = phantom.mask | bubble
+    assert np.array_equal(postprocess_cxr(both), phantom.mask)
+
+
 def test_split_fields_labels_right_lung_on_the_viewers_left(phantom):
     labels = split_fields(phantom.mask)
     assert np.array_equal(labels, phantom.lungs)

@@ -32,16 +32,27 @@ def lung_mask(prob_or_labels: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 
 
 def postprocess_cxr(prob_or_labels: np.ndarray, threshold: float = 0.5, min_fraction: float = 0.05,
-                    fill_holes: bool = True) -> np.ndarray:
-    """uint8 0/1 mask with at most the two largest components (the second kept only when at least
-    `min_fraction` of the largest: smaller pieces are spurious fragments) and their holes filled."""
+                    fill_holes: bool = True, max_overlap: float = 0.5) -> np.ndarray:
+    """uint8 0/1 mask with one field per side, holes filled: the largest component, and the largest other
+    one beside it (column ranges overlapping by at most `max_overlap` of the narrower) when at least
+    `min_fraction` of its size. A piece above or below a field (the gastric bubble under the left
+    hemidiaphragm, a fragment) is not a second lung; nor is a speck."""
     mask = lung_mask(prob_or_labels, threshold)
     labels, count = ndi.label(mask, structure=FOUR_CONNECTED)
     if count == 0:
         return np.zeros(mask.shape, np.uint8)
     sizes = np.bincount(labels.ravel())[1:]
-    order = np.argsort(sizes)[::-1][:2]
-    keep = [int(order[0]) + 1] + [int(i) + 1 for i in order[1:] if sizes[i] >= min_fraction * sizes[order[0]]]
+    order = np.argsort(sizes)[::-1]
+    boxes = ndi.find_objects(labels)
+    first = boxes[order[0]][1]
+
+    def beside(index: int) -> bool:
+        cols = boxes[index][1]
+        overlap = min(first.stop, cols.stop) - max(first.start, cols.start)
+        return overlap <= max_overlap * min(first.stop - first.start, cols.stop - cols.start)
+
+    second = next((int(i) for i in order[1:] if sizes[i] >= min_fraction * sizes[order[0]] and beside(i)), None)
+    keep = [int(order[0]) + 1] + ([second + 1] if second is not None else [])
     out = np.zeros(mask.shape, bool)
     for value in keep:
         component = labels == value

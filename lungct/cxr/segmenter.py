@@ -19,7 +19,7 @@ from lungct.io.discover import CaseSource
 from lungct.io.radiograph import Radiograph, load_radiograph
 from lungct.io.volumes import NIFTI_SUFFIXES, atomic_path, suffix_of
 from lungct.labels import BINARY_LABELS, LUNG_LABELS
-from lungct.models import Model
+from lungct.models import Model, flip_dice, uncertain_fraction
 from lungct.recipes import Chain
 from lungct.segmentation import OutputPlan, Result, Segmenter
 
@@ -120,8 +120,12 @@ class RadiographSegmenter(Segmenter):
         radiograph, model = prepared.radiograph, self.model
         timings = {}
         start = time.perf_counter()
-        _, probability = model.predict_slices(prepared.image[:, :, None], batch_size=1)
+        agreement = [0, 0]  # against the mirrored film: a confidence measure only, the output is unflipped
+        _, probability = model.predict_slices(prepared.image[:, :, None], batch_size=1, flips=[(1,)],
+                                              agreement=agreement, average=False)
         timings["network"] = round(time.perf_counter() - start, 3)
+        confidence = {"flip_dice": flip_dice(agreement),
+                      "uncertain_fraction": uncertain_fraction(probability, model.channel_values)}
         start = time.perf_counter()
         lung = 1.0 - probability[model.channel_values == 0][0, :, :, 0].astype(np.float32) / 255.0
         post = self.post
@@ -132,7 +136,8 @@ class RadiographSegmenter(Segmenter):
         split = result.labels is not None
         labels = result.labels if split else result.mask
         extra = {"original_shape": list(radiograph.original_shape),
-                 "spacing_mm": list(radiograph.spacing_mm) if radiograph.spacing_mm else None}
+                 "spacing_mm": list(radiograph.spacing_mm) if radiograph.spacing_mm else None,
+                 "confidence": confidence}
         return RadiographResult(radiograph.name, str(radiograph.source), radiograph.photometric.get("format", ""),
                                 labels, dict(LUNG_LABELS if split else BINARY_LABELS), result.areas_cm2,
                                 model.record(), self.settings(), list(radiograph.warnings) + result.warnings,

@@ -32,7 +32,10 @@ def case_record(data: dict) -> dict:
 
 
 def valid_region(data: dict, shape) -> np.ndarray:
-    """True on the image's own pixels, False on the padding ResizePadd added (all True before it)."""
+    """True on the image's own pixels, False on the padding ResizePadd added (all True before it), or
+    data["valid"] when a step that moved the image (training's film augmentation) says where they are."""
+    if data.get("valid") is not None:
+        return np.asarray(data["valid"], bool)
     resize = case_record(data).get("resize")
     region = np.ones(shape, bool)
     if resize and tuple(resize["size"]) == tuple(shape):
