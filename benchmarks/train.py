@@ -1,12 +1,14 @@
 """Benchmark `lungct train` on this machine: seconds per epoch, when validation Dice first reaches 0.95,
-best validation Dice. Run by hand (not a test); writes benchmarks/results/train.md.
+best validation Dice. Run by hand (not a test); writes train-<kind>.json and train.md (made from every
+train-*.json there, train-notes.md appended) into --results (default benchmarks/results).
 
     python benchmarks/train.py                 # 2D recipe on ct-slices, then the 3D recipes on the volumes
     python benchmarks/train.py --only 3d-lowres
-    python benchmarks/train.py --only 2d --epochs 12
+    python benchmarks/train.py --only 2d --epochs 1 --results /tmp/train-bench    # a quick check
 
-2D: the train-2d recipe on ../shared/data/ct-slices through `--images/--labels` (binary lung masks,
-HU recalibrated by the loader, 1 mm), 20 % of the slices held apart as validation.
+2D: the train-2d recipe on ../shared/data/ct-slices through `--images/--labels` (binary lung masks, the
+201 slices with a correct reference; HU recalibrated by the input chain's CheckHUCalibrationd, 1 mm),
+20 % of the slices held apart as validation.
 3D: the train-3d (1.5 mm) and train-3d-lowres (3 mm) recipes on the volumes with lung masks
 (imlab-id001 and copdgene-ct64 for training, imlab-id002, the case with a mass, held apart).
 """
@@ -54,8 +56,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["2d", "3d", "3d-lowres"], default=None)
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for train.md and the train-*.json")
     args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_dir = args.results
+    results_dir.mkdir(parents=True, exist_ok=True)
     if not DATA.is_dir():
         sys.exit(f"error: {DATA}: the shared data folder is missing")
     extra = ["--epochs", str(args.epochs)] if args.epochs else []
@@ -65,7 +69,7 @@ def main() -> None:
         if args.only in (None, "2d"):
             results.append(run("2D train-2d on ct-slices", [
                 "--dim", "2d", "--images", str(DATA / "ct-slices/images"), "--labels", str(DATA / "ct-slices/masks"),
-                "--set", "labels={background: 0, lung: 1}", "--set", "data.validation_fraction=0.2", *extra],
+                "--set", "labels={background: 0, lungs: 1}", "--set", "data.validation_fraction=0.2", *extra],
                 tmp / "run2d"))
         if args.only in (None, "3d", "3d-lowres"):
             volumes = tmp / "volumes"
@@ -78,7 +82,7 @@ def main() -> None:
                 ref = DATA / "ct-volumes" / case / label
                 (volumes / "labels" / f"{case}{''.join(ref.suffixes)}").symlink_to(ref)
             common = ["--dim", "3d", "--images", str(volumes / "images"), "--labels", str(volumes / "labels"),
-                      "--set", "labels={background: 0, lung: 1}", "--set", "data.validation_cases=[imlab-id002]",
+                      "--set", "labels={background: 0, lungs: 1}", "--set", "data.validation_cases=[imlab-id002]",
                       "--set", "data.validation_fraction=0", *extra]
             for key, recipe in (("3d", "train-3d"), ("3d-lowres", "train-3d-lowres")):
                 if args.only in (None, key):
@@ -86,8 +90,8 @@ def main() -> None:
                                        [*common, "--config", recipe], tmp / f"run{key}"))
     for r in results:  # one JSON per run kind; the table is made from all of them
         key = "2d" if r["name"].startswith("2D") else "3d-lowres" if "lowres" in r["name"] else "3d"
-        (RESULTS / f"train-{key}.json").write_text(json.dumps(r, indent=1))
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("train-*.json"))]
+        (results_dir / f"train-{key}.json").write_text(json.dumps(r, indent=1))
+    results = [json.loads(p.read_text()) for p in sorted(results_dir.glob("train-*.json"))]
     lines = ["# lungct train benchmark", "",
              f"{os.cpu_count()} CPU cores, no GPU, {time.strftime('%Y-%m-%d %H:%M')}. Validation Dice = mean over "
              "held-apart cases of the Dice per label.", "",
@@ -97,9 +101,9 @@ def main() -> None:
         reached = f"{r['reached'][0]}, {r['reached'][1]:.0f} s" if r["reached"] else "not reached"
         lines.append(f"| {r['name']} | {r['epochs']} | {r['median_epoch_s']:.0f} | {r['wall_s'] / 60:.1f} min | "
                      f"{reached} | {r['best']:.4f} ({r['best_epoch']}) |")
-    notes = RESULTS / "train-notes.md"  # hand-written reading of the table, kept across reruns
+    notes = results_dir / "train-notes.md"  # hand-written reading of the table, kept across reruns
     text = "\n".join(lines) + "\n" + ("\n" + notes.read_text() if notes.is_file() else "")
-    (RESULTS / "train.md").write_text(text)
+    (results_dir / "train.md").write_text(text)
     print(text)
 
 
