@@ -139,12 +139,15 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted run from its last.pt (same recipe, same folder).")
+@click.option("--init", "init", default=None, metavar="MODEL",
+              help="Start from a checkpoint's weights (a path or a shipped model name): fine-tuning. Its network "
+                   "and labels must be the recipe's.")
 @click.option("--modality", type=click.Choice(["ct", "cxr"]), default="ct", show_default=True,
               help="cxr: chest radiographs (default recipe cxr-2d; --images radiographs, --labels masks).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @explained
 def train(dim, data, images, labels, output, config, set_values, epochs, batch_size, lr, max_minutes, device, resume,
-          modality, quiet):
+          init, modality, quiet):
     """Train a segmentation network from a recipe; writes best.pt, last.pt, log.csv and plots.
 
     Validation runs the shipped inference on the validation cases' original inputs, so the Dice that
@@ -176,7 +179,7 @@ def train(dim, data, images, labels, output, config, set_values, epochs, batch_s
         raise LungctError(recipe.get("source"), f"is a {recipe['dim']}D recipe but --dim {dim} was given")
     out_dir = output or default_run_dir(recipe)
     best = run_training(recipe, out_dir, data=data, images=images, labels=labels, device=device, resume=resume,
-                        progress=not quiet, log=say)
+                        init=init, progress=not quiet, log=say)
     if int(os.environ.get("RANK", 0)) == 0:
         say(f"best validation Dice {best['val_mean_dice']:.4f} at epoch {best['best_epoch']} -> {out_dir}/best.pt")
 

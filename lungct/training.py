@@ -138,6 +138,20 @@ def model_meta(recipe: dict, network_args: dict, chain: list[dict]) -> dict:
             "inference": dict(recipe["inference"]), "format_version": 2}
 
 
+def initialise_from(network: torch.nn.Module, meta: dict, model: str, log=print) -> None:
+    """Fine-tuning: the weights of a checkpoint (path or shipped name) whose network and labels are the recipe's."""
+    from lungct.models import resolve_model
+
+    path = resolve_model(model)
+    payload = read_checkpoint(path)
+    for key in ("network", "labels"):
+        if payload["meta"].get(key) != meta[key]:
+            raise LungctError(path, f"cannot initialise from it: its {key} ({payload['meta'].get(key)}) is not the "
+                                    f"recipe's ({meta[key]})")
+    network.load_state_dict(payload["state_dict"])
+    log(f"initialised from {path}")
+
+
 # ---------------------------------------------------------------------------------------------- data
 
 
@@ -223,8 +237,8 @@ def mean_dice(per_case: dict) -> tuple[float, dict]:
 
 
 def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | None = None,
-          labels: Path | None = None, device: str = "auto", resume: Path | None = None, progress: bool = True,
-          log=print) -> dict:
+          labels: Path | None = None, device: str = "auto", resume: Path | None = None, init: str | None = None,
+          progress: bool = True, log=print) -> dict:
     """Train as the recipe says; returns the best validation metrics. Writes best.pt, last.pt, log.csv, plots."""
     from tqdm import tqdm
 
@@ -254,6 +268,8 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
         state = payload["extra"]["state"]
         _set_rng_states(payload["extra"].get("rng"))
         log(f"resuming after epoch {state['epoch'] + 1} (best validation Dice {state['best']:.4f})")
+    elif init:
+        initialise_from(network, meta, init, log)
     validation = Validation(val_cases[dist.rank::dist.world], network, meta, dev,
                             aerated=recipe["data"]["reference_convention"] == "aerated")
     model = dist.wrap(network, dev)
@@ -264,7 +280,8 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     patience = int(recipe["early_stopping"]["patience"])
     budget_s = 60.0 * float(recipe["time_budget_min"]) if recipe["time_budget_min"] else None
     batch_size = int(recipe["batch_size"])
-    summary = {"recipe": recipe, "cases": len(train_cases), "validation_cases": [c.name for c in val_cases], "seed": seed}
+    summary = {"recipe": recipe, "cases": len(train_cases), "validation_cases": [c.name for c in val_cases], "seed": seed,
+               "init": str(init) if init else None}
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=1, default=str))

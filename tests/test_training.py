@@ -167,6 +167,25 @@ def test_resume_continues_from_saved_epoch_and_optimiser(prep, tmp_path):
     assert payload["extra"]["optimizer"]["state"][0]["step"] == steps_before * 3 / 2
 
 
+def test_init_fine_tunes_from_a_checkpoint_and_refuses_another_network(prep, tmp_path):
+    """--init starts from a checkpoint's weights: after one epoch at a vanishing learning rate the
+    convolutions are still the source's; a checkpoint of another network or labels is refused by name."""
+    source = tmp_path / "source"
+    train(tiny_recipe(epochs=1), source, data=prep, progress=False, log=lambda m: None)
+    sets = sum((["--set", f"{k}={json.dumps(v)}"] for k, v in TINY.items() if k not in ("epochs", "optimizer.lr")), [])
+    args = ["train", "--dim", "2d", "--data", str(prep), "--quiet", "--epochs", "1", "--lr", "1e-12", *sets]
+    result = CliRunner().invoke(main, args + ["-o", str(tmp_path / "tuned"), "--init", str(source / "best.pt")])
+    assert result.exit_code == 0, result.output
+    before = read_checkpoint(source / "best.pt")
+    after = read_checkpoint(tmp_path / "tuned" / "last.pt")
+    weights = [k for k in before["state_dict"] if k.endswith("conv.weight")]
+    assert weights and all(torch.allclose(before["state_dict"][k], after["state_dict"][k], atol=1e-9) for k in weights)
+    assert after["meta"]["training"]["init"] == str(source / "best.pt")
+    other = sets + ["--set", 'network.args={"channels": [8, 16], "strides": [2], "num_res_units": 0, "norm": "batch"}']
+    result = CliRunner().invoke(main, args[:-len(sets)] + other + ["-o", str(tmp_path / "x"), "--init", str(source / "best.pt")])
+    assert result.exit_code != 0 and f"{source / 'best.pt'}: cannot initialise from it: its network" in result.output
+
+
 def test_time_budget_stops_after_the_epoch_that_uses_it_up(prep, tmp_path):
     out = tmp_path / "run"
     sets = sum((["--set", f"{k}={json.dumps(v)}"] for k, v in TINY.items() if k != "epochs"), [])
