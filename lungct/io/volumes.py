@@ -32,7 +32,8 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK prints warnings to stderr; we report our own
 
 
-def suffix_of(path: Path) -> str:
+def suffix_of(path: Path | str) -> str:
+    path = Path(path)
     name = path.name.lower()
     for suffix in VOLUME_SUFFIXES + PICTURE_SUFFIXES + (".dcm",):
         if name.endswith(suffix):
