@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lungct import qc
+from lungct import qc, qcflags
 
 MARKERS = {"error": (0xC6, 0x28, 0x28), "warning": (0xE6, 0x9B, 0x00), "ok": (0x2E, 0x7D, 0x32)}  # qc.CSS td.mark
 
@@ -42,15 +42,15 @@ def cxr(name="film", areas=None, **extra) -> dict:
 
 
 def codes(record) -> list[str]:
-    return [f.code for f in qc.qc_flags(record)]
+    return [f.code for f in qcflags.qc_flags(record)]
 
 
 # ------------------------------------------------------------------------------------------------ flags
 
 
 def test_clean_records_have_no_flags():
-    assert qc.qc_flags(ct()) == [] and qc.qc_flags(cxr()) == []
-    assert qc.suspicion(ct()) < 1 and qc.suspicion(cxr()) == 0
+    assert qcflags.qc_flags(ct()) == [] and qcflags.qc_flags(cxr()) == []
+    assert qcflags.suspicion(ct()) < 1 and qcflags.suspicion(cxr()) == 0
 
 
 def test_missing_and_tiny_lung_are_errors():
@@ -58,7 +58,7 @@ def test_missing_and_tiny_lung_are_errors():
     record = ct()
     del record["volumes_ml"]["left_lung"]
     assert "missing_left_lung" in codes(record)
-    tiny = qc.qc_flags(ct(left=200.0))
+    tiny = qcflags.qc_flags(ct(left=200.0))
     assert [(f.code, f.severity) for f in tiny][0] == ("tiny_left_lung", "error") and "200 mL" in tiny[0].text
 
 
@@ -67,7 +67,21 @@ def test_ratio_and_total_volume_ranges():
     assert codes(ct(right=1500.0, left=2600.0)) == ["rl_ratio"]  # 0.58
     assert codes(ct(right=700.0, left=600.0)) == ["total_range"]  # 1.3 L
     assert codes(ct(right=5200.0, left=4300.0)) == ["total_range"]  # 9.5 L
-    assert all(f.severity == "warning" for f in qc.qc_flags(ct(right=700.0, left=600.0)))
+    assert all(f.severity == "warning" for f in qcflags.qc_flags(ct(right=700.0, left=600.0)))
+
+
+def test_volume_ranges_only_on_inputs_covering_the_chest():
+    """One axial slice (or a slab) holds a few mL of lung: not 'tiny', not outside the adult range."""
+    def geometry(slices, thickness, direction=((1, 0, 0), (0, 1, 0), (0, 0, 1))):
+        return {"shape": [512, 512, slices], "spacing_mm": [0.8, 0.8, thickness], "direction": [list(r) for r in direction]}
+
+    assert codes(ct(right=21.0, left=20.0, input=geometry(1, 1.0))) == []
+    assert codes(ct(right=0.0, left=20.0, input=geometry(1, 1.0))) == ["missing_right_lung"]  # still checked
+    assert codes(ct(right=210.0, left=200.0, input=geometry(100, 1.0))) == []  # a 100 mm slab
+    assert codes(ct(right=21.0, left=20.0, input=geometry(300, 1.0)))[:2] == ["tiny_right_lung", "tiny_left_lung"]
+    coronal = geometry(300, 1.0, ((1, 0, 0), (0, 0, 1), (0, 1, 0)))  # slices along y: 512 x 0.8 mm head to foot
+    assert qcflags.coverage_mm(ct(input=coronal)) == pytest.approx(409.6)
+    assert "total_range" in codes(ct(right=210.0, left=200.0, input=coronal))
 
 
 def test_miscalibration_confidence_components_and_warnings():
@@ -84,10 +98,10 @@ def test_miscalibration_confidence_components_and_warnings():
 
 def test_failed_case_is_an_error_and_ranks_above_everything():
     failed = {"case": "broken", "status": "failed", "reason": "cannot read NIfTI file"}
-    flags = qc.qc_flags(failed)
+    flags = qcflags.qc_flags(failed)
     assert [f.code for f in flags] == ["failed"] and flags[0].severity == "error" and "cannot read" in flags[0].text
     worst_ok = ct(right=0.0, left=100.0, warnings=["x"], confidence={"flip_dice": 0.5, "uncertain_fraction": 0.5})
-    assert qc.suspicion(failed) > qc.suspicion(worst_ok)
+    assert qcflags.suspicion(failed) > qcflags.suspicion(worst_ok)
 
 
 def test_radiograph_records():
@@ -97,7 +111,7 @@ def test_radiograph_records():
     assert codes(cxr(areas_cm2=None)) == []  # spacing unknown: no area-based flags
     older = cxr()
     del older["modality"]
-    assert qc.modality(older) == "cxr" and qc.measures(older)[1] == "cm²"
+    assert qcflags.modality(older) == "cxr" and qcflags.measures(older)[1] == "cm²"
     assert codes(cxr(areas={"lung": 380.0, "total": 380.0}, labels={"background": 0, "lungs": 1})) == []
 
 
@@ -106,15 +120,15 @@ def test_garbage_fields_do_not_crash():
            "total": float("nan")}, "components": ["x"], "confidence": "high", "hu_calibration": [],
            "flags": "hu_miscalibrated", "warnings": None, "statistics": {"refused": "not calibrated"}}
     assert "missing_right_lung" in codes(odd)
-    assert qc.suspicion(odd) >= 20
-    assert qc.key_statistics(odd) == {"mean_hu": None, "laa950_pct": None, "perc15_hu": None}
+    assert qcflags.suspicion(odd) >= 20
+    assert qcflags.key_statistics(odd) == {"mean_hu": None, "laa950_pct": None, "perc15_hu": None}
 
 
 def test_ranking_order():
     records = {"clean": ct(), "warn": ct(right=3300.0, left=1500.0), "err": ct(right=0.0),
                "err_and_warn": ct(right=0.0, warnings=["w"]), "failed": {"case": "f", "status": "failed"},
                "unsure": ct(confidence={"flip_dice": 0.96, "uncertain_fraction": 0.01})}
-    ranked = sorted(records, key=lambda k: -qc.suspicion(records[k]))
+    ranked = sorted(records, key=lambda k: -qcflags.suspicion(records[k]))
     assert ranked == ["failed", "err_and_warn", "err", "warn", "unsure", "clean"]
 
 
