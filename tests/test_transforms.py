@@ -353,3 +353,32 @@ def test_mask_outside_roi_sets_air(tumour_phantom):
     air = (-1000 + 1024) / 1624  # the window maps -1000 HU here
     assert outside.any() and np.allclose(result.image[outside], air, atol=1e-5)
     assert result.image[result.lungs > 0].mean() < 0.2 and result.image[~outside].max() > 0.6
+
+
+def test_large_erosion_equals_the_whole_box_distance_transform():
+    """erode_mm only transforms the box around the candidates an inscribed box leaves: the same voxels as
+    a distance transform of the whole mask's box, in 3D and in-plane, on anisotropic grids."""
+    from scipy import ndimage as ndi
+
+    from lungct.morphology import _sampling, _small_ball, bounding_box, erode_mm
+
+    def whole_box(mask, radius, spacing, in_plane):
+        out = np.zeros_like(mask)
+        box = bounding_box(mask, margin=1)
+        distance = ndi.distance_transform_edt(np.pad(mask[box], 1), sampling=_sampling(spacing, in_plane))
+        out[box] = (distance > radius)[1:-1, 1:-1, 1:-1]
+        return out
+
+    rng = np.random.default_rng(1)
+    checked = survivors = 0
+    while checked < 40:
+        shape = tuple(int(n) for n in rng.integers(8, 40, 3))
+        mask = ndi.gaussian_filter(rng.random(shape), rng.uniform(2, 6)) > rng.uniform(0.46, 0.52)
+        spacing = tuple(float(s) for s in rng.choice([0.7, 1.0, 1.5, 2.0], 3))
+        radius, in_plane = float(rng.uniform(3.0, 9.0)), bool(rng.integers(0, 2))
+        if _small_ball(radius, spacing, in_plane) is not None or not mask.any():
+            continue  # small balls take the structuring-element path
+        expected = whole_box(mask, radius, spacing, in_plane)
+        np.testing.assert_array_equal(erode_mm(mask, radius, spacing, in_plane), expected)
+        checked, survivors = checked + 1, survivors + bool(expected.any())
+    assert survivors >= 10  # not only empty erosions
