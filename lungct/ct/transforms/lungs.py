@@ -77,7 +77,6 @@ def find_airways(air: np.ndarray, body: np.ndarray, spacing, p: LungParams) -> t
     labels, count = ndi.label(air, structure=IN_PLANE)
     pixel_mm2 = spacing[0] * spacing[1]
     areas = np.bincount(labels.ravel(), minlength=count + 1) * pixel_mm2
-    index = np.arange(1, count + 1)
     centres = _centres(labels, count)
     boxes = ndi.find_objects(labels)
     body_x = np.array([np.flatnonzero(body[:, :, k].any(axis=1)).mean() if body[:, :, k].any() else np.nan
