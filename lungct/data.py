@@ -198,9 +198,9 @@ def masked_value(chain: list[dict], prep_recipe: dict) -> float | None:
         return None
     step = next(s for s in chain if s["name"] == "MaskOutsideROId")
     air = float((step.get("args") or {}).get("fill_hu", -1000.0))
-    w = next(s.get("args") or {} for s in chain if s["name"] == "HUWindowd")
-    unit = (min(max(air, w["a_min"]), w["a_max"]) - w["a_min"]) / (w["a_max"] - w["a_min"])
-    return unit * (w["b_max"] - w["b_min"]) + w["b_min"]
+    from lungct.ct.transforms.common import hu_to_window
+
+    return float(hu_to_window(air, next(s.get("args") or {} for s in chain if s["name"] == "HUWindowd")))
 
 
 

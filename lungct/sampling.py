@@ -166,19 +166,18 @@ class LesionSynthesis:
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
         from lungct.ct.lesions import orientation_hints, synthesize_lesions
+        from lungct.ct.transforms.common import hu_to_window, window_to_hu
         from lungct.geometry import voxel_spacing
 
         if not labels.any() or rng.random() >= self.prob:
             return image, labels
-        w = self.window
-        scale = (w["a_max"] - w["a_min"]) / (w["b_max"] - w["b_min"])
-        hu = (image - w["b_min"]) * scale + w["a_min"]
+        hu = window_to_hu(image, self.window)
         posterior, inferior = orientation_hints(case.affine)
         spacing = voxel_spacing(case.affine)[: image.ndim]
         hints = ({"posterior_hint": posterior[:2]} if image.ndim == 2 else
                  {"posterior_hint": posterior, "inferior_hint": inferior})
         hu, labels, _ = synthesize_lesions(hu, labels, spacing, rng, **hints)
-        return np.clip((hu - w["a_min"]) / scale + w["b_min"], w["b_min"], w["b_max"]).astype(np.float32), labels
+        return hu_to_window(hu, self.window).astype(np.float32), labels
 
 
 class RadiographSynthesis:

@@ -229,13 +229,12 @@ class CTSegmenter(Segmenter):
         if self.window is None or not self.lung_model:  # no HU to refine with, or not lungs to refine
             lungs = np.where(probability >= 128, candidate, 0).astype(np.uint8)
             return Conventions(lungs, lungs, float("nan"), 0.0)
-        w = self.window
-        hu_network = (prepared.image - w["b_min"]) * ((w["a_max"] - w["a_min"]) / (w["b_max"] - w["b_min"])) + w["a_min"]
-        calibration = prepared.case.get("hu_calibration") or {}
-        slope, intercept = ((calibration.get("slope", 1.0), calibration.get("intercept", 0.0))
-                            if calibration.get("status") == "miscalibrated" else (1.0, 0.0))
+        from lungct.ct.transforms.common import window_to_hu
+
+        slope, intercept = stored_to_hu(prepared.case)
         return two_conventions(candidate, probability, prepared.scan.array, prepared.scan.affine,
-                               lambda hu: (hu - intercept) / slope, hu_network, labels_network, prepared.affine)
+                               lambda hu: (hu - intercept) / slope, window_to_hu(prepared.image, self.window),
+                               labels_network, prepared.affine)
 
     def join_tumours(self, lungs: np.ndarray, label_values: dict, scan: Scan):
         """(labels with the tumour model's tumours inside the lungs, label values, each tumour measured)."""
@@ -254,6 +253,7 @@ class CTSegmenter(Segmenter):
 
         scan, calibration = prepared.scan, prepared.case.get("hu_calibration") or {}
         miscalibrated = calibration.get("status") == "miscalibrated"
+        slope, intercept = stored_to_hu(prepared.case)
         thickness = scan.info.get("SliceThickness") or max(prepared.case["input"]["spacing_mm"])
         refusal, warnings = densitometry_checks(calibration.get("status"), self.recalibrate and miscalibrated,
                                                 float(thickness), scan.info.get("ConvolutionKernel"))
@@ -262,7 +262,7 @@ class CTSegmenter(Segmenter):
             return {**record, "refused": refusal}, None
         hu = scan.array
         if miscalibrated:
-            hu = scan.array.astype(np.float32) * float(calibration["slope"]) + float(calibration["intercept"])
+            hu = scan.array.astype(np.float32) * float(slope) + float(intercept)
         names = {v: n for n, v in label_values.items() if v}
         stats = lung_statistics(hu, labels, scan.affine, names)
         return {**record, "hu": "recalibrated" if miscalibrated else "as stored", **stats.as_dict()}, stats
@@ -278,6 +278,15 @@ class CTSegmenter(Segmenter):
         if self.model.dim == 3 and min(scan.array.shape) == 1:
             warnings.append("a 3D model on a single slice: results are unreliable, prefer a 2D model")
         return warnings
+
+
+def stored_to_hu(case: dict) -> tuple[float, float]:
+    """(slope, intercept) from the scan's stored values to calibrated HU: the calibration check's estimate
+    when it found the scan miscalibrated, else the identity."""
+    calibration = case.get("hu_calibration") or {}
+    if calibration.get("status") != "miscalibrated":
+        return 1.0, 0.0
+    return calibration.get("slope", 1.0), calibration.get("intercept", 0.0)
 
 
 def prepare_scan(chain: Chain, scan: Scan) -> PreparedScan:

@@ -44,3 +44,15 @@ def hu_to_stored(data: dict, hu: float) -> float:
     slope = calibration.get("slope", 1.0) if calibration.get("applies_to_segmentation") else 1.0
     intercept = calibration.get("intercept", 0.0) if calibration.get("applies_to_segmentation") else 0.0
     return (hu - intercept) / slope
+
+
+def window_to_hu(values, window: dict):
+    """Network input (HUWindowd's [b_min, b_max]) back to HU; exact inside the window, its ends outside it."""
+    scale = (window["a_max"] - window["a_min"]) / (window["b_max"] - window["b_min"])
+    return (values - window["b_min"]) * scale + window["a_min"]
+
+
+def hu_to_window(hu, window: dict):
+    """HU to the network input as HUWindowd makes it (clipped to [b_min, b_max])."""
+    scale = (window["a_max"] - window["a_min"]) / (window["b_max"] - window["b_min"])
+    return np.clip((hu - window["a_min"]) / scale + window["b_min"], window["b_min"], window["b_max"])
