@@ -259,9 +259,10 @@ def write_batch_tables(folder: Path) -> None:
     from lungct.ct.densitometry import write_statistics_csv
     from lungct.qc import load_sidecars, write_report
 
-    write_report(folder)
+    sidecars = load_sidecars(folder)  # read once for both
+    write_report(folder, sidecars=sidecars)
     rows = []
-    for _, record in load_sidecars(folder):
+    for _, record in sidecars:
         statistics = record.get("statistics")
         if not statistics:
             continue

@@ -211,12 +211,14 @@ def _row(json_path: Path, record: dict, out_dir: Path) -> tuple[float, str, str,
     return score, name, level, f'{attrs}>{"".join(cells)}</tr>', str(record.get("lungct_version") or "")
 
 
-def render(out_dir: Path, title: str | None = None) -> str:
-    """The whole page as a string: suspicious cases first (suspicion, then name)."""
+def render(out_dir: Path, title: str | None = None, sidecars: list | None = None) -> str:
+    """The whole page as a string: suspicious cases first (suspicion, then name). `sidecars`: what
+    load_sidecars(out_dir) returns, when the caller has read them already."""
     from lungct import __version__
 
     out_dir = Path(out_dir)
-    rows = sorted((_row(p, r, out_dir) for p, r in load_sidecars(out_dir)), key=lambda row: (-row[0], row[1]))
+    sidecars = load_sidecars(out_dir) if sidecars is None else sidecars
+    rows = sorted((_row(p, r, out_dir) for p, r in sidecars), key=lambda row: (-row[0], row[1]))
     flagged = sum(row[2] != "ok" for row in rows)
     errors = sum(row[2] == "error" for row in rows)
     versions = sorted({row[4] for row in rows} - {__version__, ""})  # sidecars from other versions (a resume)
@@ -238,14 +240,14 @@ def render(out_dir: Path, title: str | None = None) -> str:
             f'</thead><tbody>\n{body}{empty}\n</tbody></table>\n<script>{JS}</script></body></html>\n')
 
 
-def write_report(out_dir, title: str | None = None) -> Path:
+def write_report(out_dir, title: str | None = None, sidecars: list | None = None) -> Path:
     """Write out_dir/report.html from every sidecar in out_dir, atomically (temporary sibling, then
     os.replace), so it can be rewritten after every case of a running batch."""
     out_dir = Path(out_dir)
     path = out_dir / REPORT_NAME
     tmp = out_dir / f".{REPORT_NAME}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        tmp.write_text(render(out_dir, title), encoding="utf-8")
+        tmp.write_text(render(out_dir, title, sidecars), encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
