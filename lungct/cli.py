@@ -37,13 +37,13 @@ def finish_batch(outcomes, where, failures_file: str | None = None) -> None:
     from lungct.batch import counts, summary_line
 
     n = counts(outcomes)
-    record = outcomes[0].record if len(outcomes) == 1 and n["ok"] == 1 else None
-    if record and (record.get("mask") or record.get("dicom_seg") or record.get("rtstruct")):
+    record = (outcomes[0].record or {}) if len(outcomes) == 1 and n["ok"] == 1 else {}
+    written = record.get("mask") or record.get("dicom_seg") or record.get("rtstruct")
+    if written:
         measures = record.get("volumes_ml") or record.get("areas_cm2")
         unit = "mL" if "volumes_ml" in record else "cm²"
         text = ", ".join(f"{k} {v:.0f} {unit}" for k, v in measures.items()) if measures else "pixel spacing unknown"
-        where = record.get("mask") or record.get("dicom_seg") or record.get("rtstruct")
-        say(f"{where}: {text} ({(record.get('timings_s') or {}).get('total', 0):.1f} s)")
+        say(f"{written}: {text} ({(record.get('timings_s') or {}).get('total', 0):.1f} s)")
     else:
         say(summary_line(outcomes, where))
     if n["failed"]:

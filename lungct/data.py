@@ -191,6 +191,8 @@ def adopt_prep_chain(chain: list[dict], prep_recipe: dict | None, where) -> list
 def masked_value(chain: list[dict], prep_recipe: dict) -> float | None:
     """The network input value outside the ROI when the chain masks the image (MaskOutsideROId) but prep/'s
     recipe did not, so its images must be masked on loading; None otherwise."""
+    from lungct.ct.transforms.common import hu_to_window
+
     def masks(steps):
         return any(s["name"] == "MaskOutsideROId" and (s.get("args") or {}).get("enabled", True) for s in steps)
 
@@ -198,10 +200,7 @@ def masked_value(chain: list[dict], prep_recipe: dict) -> float | None:
         return None
     step = next(s for s in chain if s["name"] == "MaskOutsideROId")
     air = float((step.get("args") or {}).get("fill_hu", -1000.0))
-    from lungct.ct.transforms.common import hu_to_window
-
     return float(hu_to_window(air, next(s.get("args") or {} for s in chain if s["name"] == "HUWindowd")))
-
 
 
 # ------------------------------------------------------------------------------------------ radiographs
