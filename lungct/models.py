@@ -118,7 +118,7 @@ class Model:
         meta = payload["meta"]
         if modality and meta.get("modality", "ct") != modality:
             raise LungctError(path, f"is a {meta.get('modality', 'ct')} model, not a {modality} model")
-        network = build_network(meta["network"]["name"], **meta["network"].get("args", {}))
+        network = build_network(meta["network"]["name"], for_inference=True, **meta["network"].get("args", {}))
         try:
             network.load_state_dict(payload["state_dict"])
         except RuntimeError as err:

@@ -100,7 +100,8 @@ class Segmenter:
     def __init__(self, model):
         self.model = model
 
-    def read(self, source):
+    @staticmethod
+    def read(source):
         raise NotImplementedError
 
     def prepare(self, item):

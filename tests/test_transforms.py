@@ -6,6 +6,7 @@ properties of that one run.
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -382,3 +383,22 @@ def test_large_erosion_equals_the_whole_box_distance_transform():
         np.testing.assert_array_equal(erode_mm(mask, radius, spacing, in_plane), expected)
         checked, survivors = checked + 1, survivors + bool(expected.any())
     assert survivors >= 10  # not only empty erosions
+
+
+@pytest.mark.parametrize("options", [dict(a_min=-1024, a_max=600, b_min=0.0, b_max=1.0, clip=True),
+                                     dict(a_min=-1000, a_max=400, b_min=-1.0, b_max=1.0, clip=False),
+                                     dict(a_min=-1000, a_max=400, b_min=None, b_max=None, clip=False),
+                                     dict(a_min=-500, a_max=-500, b_min=0.0, b_max=1.0, clip=True)])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_window_gives_monais_scale_intensity_range_values(options, dtype):
+    """HUWindowd is MONAI's ScaleIntensityRanged without importing MONAI at inference: same numbers."""
+    from monai.transforms import ScaleIntensityRanged
+
+    values = np.linspace(-2000, 2000, 16 * 16 * 4).astype(dtype).reshape(16, 16, 4)
+    case = {"warnings": [], "flags": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the empty window warns in both
+        ours = HUWindowd(**options)({"image": torch.from_numpy(values[None]), "case": case})["image"]
+        monai = ScaleIntensityRanged("image", **options)({"image": torch.from_numpy(values[None])})["image"]
+    assert ours.dtype == monai.dtype
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(monai))

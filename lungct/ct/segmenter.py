@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from lungct.errors import LungctError
 from lungct.geometry import geometry_summary, smooth_probabilities_to_grid, voxel_ml
@@ -130,7 +129,8 @@ class CTSegmenter(Segmenter):
 
     # ------------------------------------------------------------------------------------ the pipeline
 
-    def read(self, source) -> Scan:
+    @staticmethod
+    def read(source) -> Scan:
         if isinstance(source, Scan):
             return source
         return load_case(source) if isinstance(source, CaseSource) else load_scan(source)
@@ -291,17 +291,13 @@ def stored_to_hu(case: dict) -> tuple[float, float]:
 
 def prepare_scan(chain: Chain, scan: Scan) -> PreparedScan:
     """Run an input chain on a scan: what training's data and inference both start from."""
-    from monai.data import MetaTensor
+    from lungct.ct.transforms.common import affine_of, put_volume, volume_of
 
     case = {"warnings": list(scan.warnings), "flags": [], "input": scan.geometry(), "timings_s": {}}
-    data = {"image": MetaTensor(torch.from_numpy(np.ascontiguousarray(scan.array)[None]),
-                                affine=torch.as_tensor(scan.affine, dtype=torch.float64)),
-            "case": case, "source": str(scan.source)}
-    data = chain(data)
-    roi = data["roi"][0].numpy() if "roi" in data else None
-    extras = {key: data[key][0].numpy() for key in ("lungs", "body") if key in data}
-    return PreparedScan(scan, data["image"][0].numpy(), np.asarray(data["image"].affine, dtype=float), roi,
-                        data["case"], extras)
+    data = chain(put_volume({"case": case, "source": str(scan.source)}, "image", scan.array, scan.affine))
+    roi = volume_of(data, "roi") if "roi" in data else None
+    extras = {key: volume_of(data, key) for key in ("lungs", "body") if key in data}
+    return PreparedScan(scan, volume_of(data, "image"), affine_of(data, "image"), roi, data["case"], extras)
 
 
 def _feeds_image(steps: list[dict]) -> bool:

@@ -95,7 +95,8 @@ class RadiographSegmenter(Segmenter):
     def settings(self) -> dict:
         return {**super().settings(), "binary": self.binary, **self.post}
 
-    def read(self, source) -> Radiograph:
+    @staticmethod
+    def read(source) -> Radiograph:
         if isinstance(source, Radiograph):
             return source
         if isinstance(source, CaseSource):

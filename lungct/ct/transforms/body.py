@@ -8,11 +8,10 @@ so a scan with a wrong or flipped header still loses its couch.
 from __future__ import annotations
 
 import numpy as np
-from monai.transforms import MapTransform
 
 from lungct.morphology import (analysis_strides, dilate_mm, erode_mm, fill_holes_2d, largest_component,
                                upsample_nearest)
-from lungct.ct.transforms.common import case_info, hu_to_stored, like_image, spacing_of, volume_of
+from lungct.ct.transforms.common import KeyedTransform, case_info, hu_to_stored, put_like, spacing_of, volume_of
 
 
 def body_mask(array: np.ndarray, spacing, threshold: float = -500.0, opening_radius_mm: float = 4.0,
@@ -31,7 +30,7 @@ def body_mask(array: np.ndarray, spacing, threshold: float = -500.0, opening_rad
     return upsample_nearest(body, strides, array.shape)
 
 
-class BodyMaskd(MapTransform):
+class BodyMaskd(KeyedTransform):
     """Add "body" (uint8) to the dict: the filled body, couch and outside air excluded."""
 
     ADDS_ONLY = True  # adds its key, leaves the image alone: only the ROI needs it at inference
@@ -54,5 +53,5 @@ class BodyMaskd(MapTransform):
         info["body_volume_ml"] = round(float(np.count_nonzero(body) * np.prod(spacing) / 1000.0), 1)
         if not body.any():
             info["warnings"].append("no body found (nothing above the soft-tissue threshold)")
-        d[self.output_key] = like_image(d, body.view(np.uint8), key)  # bool as 0/1, no copy
+        put_like(d, self.output_key, body.view(np.uint8), key)  # bool as 0/1, no copy
         return d

@@ -1,11 +1,40 @@
-"""Small helpers the transforms share: reading arrays and geometry out of the chain's dict."""
+"""Small helpers the transforms share: a keyed base class and the volumes of the chain's dict.
+
+The CT chain imports nothing of MONAI: inference would otherwise pay MONAI's import (1.7 s here, it loads
+every MONAI submodule) on every run for a base class and a tensor type. A volume travels as a channel-first
+tensor with its affine beside it under "<key>_affine"; when MONAI is loaded anyway (training, or a recipe
+that names a MONAI transform) it is a MetaTensor as well, so MONAI's spatial transforms keep the geometry.
+"""
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 
 from lungct.geometry import voxel_spacing
+
+
+class KeyedTransform:
+    """MONAI's MapTransform contract (keys, allow_missing_keys, key_iterator, first_key) for lungct's steps."""
+
+    def __init__(self, keys="image", allow_missing_keys: bool = False):
+        self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
+        self.allow_missing_keys = allow_missing_keys
+
+    def key_iterator(self, data: dict):
+        for key in self.keys:
+            if key in data:
+                yield key
+            elif not self.allow_missing_keys:
+                raise KeyError(f"key '{key}' is not in the data ({', '.join(map(str, data))}); "
+                               "allow_missing_keys=True skips it")
+
+    def first_key(self, data: dict):
+        return next(self.key_iterator(data), [])
+
+    def __call__(self, data):
+        raise NotImplementedError
 
 
 def volume_of(data: dict, key: str = "image") -> np.ndarray:
@@ -16,18 +45,29 @@ def volume_of(data: dict, key: str = "image") -> np.ndarray:
 
 
 def affine_of(data: dict, key: str = "image") -> np.ndarray:
+    """The volume's affine: a MetaTensor's own (a MONAI transform may have moved it), else "<key>_affine"."""
     value = data[key]
-    affine = value.affine if isinstance(value, MetaTensor) else data[f"{key}_affine"]
-    return np.asarray(affine, dtype=float)
+    affine = getattr(value, "affine", None)
+    return np.asarray(data[f"{key}_affine"] if affine is None else affine, dtype=float)
+
+
+def put_volume(data: dict, key: str, array: np.ndarray, affine) -> dict:
+    """Store an (x, y, z) array on the grid `affine` as data[key] (channel first) and data[key + "_affine"]."""
+    affine = np.asarray(affine, dtype=float)
+    tensor = torch.from_numpy(np.ascontiguousarray(array)[None])
+    monai_data = sys.modules.get("monai.data")
+    data[key] = monai_data.MetaTensor(tensor, affine=torch.as_tensor(affine)) if monai_data else tensor
+    data[f"{key}_affine"] = affine
+    return data
 
 
 def spacing_of(data: dict, key: str = "image") -> np.ndarray:
     return voxel_spacing(affine_of(data, key))
 
 
-def like_image(data: dict, array: np.ndarray, key: str = "image") -> MetaTensor:
-    """A channel-first MetaTensor on the same grid as data[key]."""
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)[None]), affine=torch.as_tensor(affine_of(data, key)))
+def put_like(data: dict, out_key: str, array: np.ndarray, key: str = "image") -> dict:
+    """Store `array` as data[out_key] on the same grid as data[key]."""
+    return put_volume(data, out_key, array, affine_of(data, key))
 
 
 def case_info(data: dict) -> dict:

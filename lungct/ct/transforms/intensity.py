@@ -1,16 +1,15 @@
 """Intensity steps: the HU calibration check, the training window, and masking outside the lung ROI."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import MapTransform, ScaleIntensityRanged
-from monai.utils.type_conversion import get_equivalent_dtype
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from lungct.errors import LungctError
-from lungct.ct.transforms.common import case_info, hu_to_stored, volume_of
+from lungct.ct.transforms.common import KeyedTransform, affine_of, case_info, hu_to_stored, put_volume, volume_of
 
 AIR_HU = -1000.0
 SOFT_TISSUE_HU = 40.0
@@ -71,7 +70,7 @@ def _mode(values: np.ndarray, bin_width: float = 4.0) -> float:
     return float((edges[peak] + edges[peak + 1]) / 2)
 
 
-class CheckHUCalibrationd(MapTransform):
+class CheckHUCalibrationd(KeyedTransform):
     """Refuse non-CT values, flag a scan whose outside air is not at -1000 HU, and optionally fix it.
 
     Without `recalibrate` the image keeps its values, but the segmentation steps read their HU
@@ -110,9 +109,7 @@ class CheckHUCalibrationd(MapTransform):
             info["flags"].append("hu_miscalibrated")
             message = f"HU calibration looks off: air outside the body reads {air:.0f}, not -1000"
             if self.recalibrate:
-                image = d[key]
-                d[key] = MetaTensor(torch.from_numpy((array.astype(np.float32) * slope + intercept)[None]),
-                                    affine=image.affine)
+                put_volume(d, key, array.astype(np.float32) * slope + intercept, affine_of(d, key))
                 record["applied_to_image"] = True
                 info["warnings"].append(message + f"; recalibrated (x{slope:.4f} {intercept:+.1f})")
             else:
@@ -133,36 +130,40 @@ def _round(value, digits=1):
     return None if value is None else round(float(value), digits)
 
 
-class HUWindowd(ScaleIntensityRanged):
-    """Clip to the recipe's HU window and rescale to [b_min, b_max] (MONAI's ScaleIntensityRanged).
+class HUWindowd(KeyedTransform):
+    """Clip to the recipe's HU window and rescale to [b_min, b_max]: MONAI's ScaleIntensityRanged, in its
+    order of operations (tests compare the two), on one new tensor.
 
     The window is given in Hounsfield units; when the segmentation runs on an estimated calibration the
     same window is applied to the stored values that correspond to it.
     """
 
-    def __init__(self, keys="image", a_min: float = -1024.0, a_max: float = 600.0, b_min: float = 0.0,
-                 b_max: float = 1.0, clip: bool = True, dtype=np.float32, allow_missing_keys: bool = False):
-        super().__init__(keys, a_min, a_max, b_min, b_max, clip, dtype=dtype, allow_missing_keys=allow_missing_keys)
+    def __init__(self, keys="image", a_min: float = -1024.0, a_max: float = 600.0, b_min: float | None = 0.0,
+                 b_max: float | None = 1.0, clip: bool = True, dtype=np.float32, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
         self.window_hu = (a_min, a_max)
+        self.b_min, self.b_max, self.clip = b_min, b_max, clip
+        self.dtype = None if dtype is None else torch.from_numpy(np.zeros(0, dtype)).dtype
 
     def __call__(self, data):
         d = dict(data)
         lo, hi = (hu_to_stored(d, v) for v in self.window_hu)
-        s = self.scaler
-        s.a_min, s.a_max = lo, hi
-        keys = list(self.key_iterator(d))
-        if (hi == lo or s.b_min is None or s.b_max is None or not s.clip or s.dtype is None
-                or not all(isinstance(d[key], torch.Tensor) for key in keys)):
-            return super().__call__(d)
-        for key in keys:
-            # MONAI's operations in its order, on one new tensor: the same values, a quarter of the time.
-            image = d[key] - lo
-            image.div_(hi - lo).mul_(s.b_max - s.b_min).add_(s.b_min).clamp_(s.b_min, s.b_max)
-            d[key] = image.to(get_equivalent_dtype(s.dtype, torch.Tensor))
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key]) - lo  # a new tensor; an integer image becomes float here
+            if hi == lo:
+                warnings.warn(f"HUWindowd: empty window ({lo} = {hi}): image only shifted")
+                d[key] = image if self.b_min is None else image.add_(self.b_min)
+                continue
+            image.div_(hi - lo)
+            if self.b_min is not None and self.b_max is not None:
+                image.mul_(self.b_max - self.b_min).add_(self.b_min)
+            if self.clip:
+                image.clamp_(self.b_min, self.b_max)
+            d[key] = image if self.dtype is None else image.to(self.dtype)
         return d
 
 
-class MaskOutsideROId(MapTransform):
+class MaskOutsideROId(KeyedTransform):
     """Set image voxels outside the lung region of interest to air (the seed papers' last step)."""
 
     def __init__(self, keys="image", roi_key: str = "roi", fill_hu: float = AIR_HU, enabled: bool = True,

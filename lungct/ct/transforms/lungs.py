@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, asdict
 
 import numpy as np
-from monai.transforms import MapTransform
 from scipy import ndimage as ndi
 
 from lungct.geometry import from_ras, to_ras, voxel_spacing
@@ -28,7 +27,7 @@ from lungct.morphology import (IN_PLANE, analysis_strides, bounding_box, dilate_
                                upsample_nearest)
 from lungct.ct.transforms.body import body_mask
 from lungct.ct.transforms.separation import split_in_two, split_objects
-from lungct.ct.transforms.common import case_info, hu_to_stored, like_image, volume_of, affine_of
+from lungct.ct.transforms.common import KeyedTransform, case_info, hu_to_stored, put_like, volume_of, affine_of
 
 
 
@@ -328,7 +327,7 @@ def _midline(body: np.ndarray) -> float:
     return float((np.arange(len(profile)) * profile).sum() / profile.sum())
 
 
-class LungMaskd(MapTransform):
+class LungMaskd(KeyedTransform):
     """Add "lungs" (uint8: 1 = right lung, 2 = left lung) to the dict; the report goes to case["lungs"]."""
 
     PARAMS = LungParams  # every constant of the step, recipe arguments of its own
@@ -358,5 +357,5 @@ class LungMaskd(MapTransform):
             side = "right" if report["right_lung_ml"] == 0 else "left"
             info["warnings"].append(f"only one lung found: no {side} lung")
             info["flags"].append("one_lung")
-        d[self.output_key] = like_image(d, lungs, key)
+        put_like(d, self.output_key, lungs, key)
         return d

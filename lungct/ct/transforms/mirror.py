@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from monai.transforms import MapTransform
 from scipy import ndimage as ndi
 
 from lungct.geometry import from_ras, to_ras, voxel_spacing
 from lungct.morphology import analysis_strides, bounding_box, close_mm, dilate_mm, fine_box, upsample_nearest
-from lungct.ct.transforms.common import affine_of, case_info, hu_to_stored, like_image, volume_of
+from lungct.ct.transforms.common import KeyedTransform, affine_of, case_info, hu_to_stored, put_like, volume_of
 
 
 @dataclass
@@ -144,7 +143,7 @@ def _union(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
-class MirrorROId(MapTransform):
+class MirrorROId(KeyedTransform):
     """Add "roi" (uint8): the lungs, their mirrored twins about the spine axis, with a margin."""
 
     PARAMS = MirrorParams  # every constant of the step, recipe arguments of its own
@@ -168,5 +167,5 @@ class MirrorROId(MapTransform):
                                    hu_to_stored(d, self.params.bone_hu), self.params)
         report["params"] = asdict(self.params)
         case_info(d)["roi"] = report
-        d[self.output_key] = like_image(d, from_ras(roi, affine).view(np.uint8), key)  # bool as 0/1, no copy
+        put_like(d, self.output_key, from_ras(roi, affine).view(np.uint8), key)  # bool as 0/1, no copy
         return d

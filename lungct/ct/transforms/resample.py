@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import MapTransform
 
-from lungct.ct.transforms.common import affine_of, case_info
+from lungct.ct.transforms.common import KeyedTransform, affine_of, case_info, put_volume
 from lungct.geometry import reoriented_grid, resample_to_spacing, voxel_spacing
 
 
-class Resampled(MapTransform):
+class Resampled(KeyedTransform):
     """Orient to `axcodes` and resample to `spacing_mm`: images linear, label maps nearest.
 
     The affine keeps the truth about where every voxel is; later steps read patient directions from it.
@@ -47,7 +45,7 @@ class Resampled(MapTransform):
             array = value[0].numpy() if isinstance(value, torch.Tensor) else np.asarray(value)[0]
             out, affine = resample_to_spacing(array, affine_of(d, key), spacing, nearest=nearest,
                                               default=0 if nearest else -1024.0, axcodes=self.axcodes)
-            d[key] = MetaTensor(torch.from_numpy(out[None]), affine=torch.as_tensor(affine))
+            put_volume(d, key, out, affine)
         info = case_info(d)
         info["processing_spacing_mm"] = [round(float(s), 4) for s in voxel_spacing(affine_of(d, self.keys[0]))]
         return d

@@ -9,18 +9,15 @@ with the same parameters, as in `lungct preprocess`.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
-from monai.transforms import MapTransform
 
 from lungct.ct.transforms.body import BodyMaskd
-from lungct.ct.transforms.common import affine_of, case_info, like_image, volume_of
+from lungct.ct.transforms.common import KeyedTransform, affine_of, case_info, put_like, put_volume, volume_of
 from lungct.ct.transforms.lungs import LungMaskd
 from lungct.ct.transforms.mirror import MirrorROId
 from lungct.geometry import labels_to_grid, resample_to_spacing
 
 
-class LungROId(MapTransform):
+class LungROId(KeyedTransform):
     """Add "roi" (uint8): BodyMaskd, LungMaskd and MirrorROId run on a copy at `spacing_mm`."""
 
     ADDS_ONLY = True  # adds its key, leaves the image alone: only the ROI needs it at inference
@@ -38,10 +35,9 @@ class LungROId(MapTransform):
         spacing = [self.spacing_mm if n > 1 else None for n in array.shape]
         spacing = [s if s is not None else float(np.linalg.norm(affine[:3, i])) for i, s in enumerate(spacing)]
         coarse, coarse_affine = resample_to_spacing(array, affine, spacing, default=float(array.min()))
-        small = {"image": MetaTensor(torch.from_numpy(coarse[None]), affine=torch.as_tensor(coarse_affine)),
-                 "case": case_info(d), "source": d.get("source")}
+        small = put_volume({"case": case_info(d), "source": d.get("source")}, "image", coarse, coarse_affine)
         for step in self.steps:
             small = step(small)
-        roi = labels_to_grid(small["roi"][0].numpy().astype(np.uint8), coarse_affine, array.shape, affine)
-        d[self.output_key] = like_image(d, roi, key)
+        roi = labels_to_grid(volume_of(small, "roi").astype(np.uint8), coarse_affine, array.shape, affine)
+        put_like(d, self.output_key, roi, key)
         return d
