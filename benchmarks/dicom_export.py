@@ -39,13 +39,22 @@ NOTES = """Why DICOM-SEG costs what it does (profiled with cProfile, 2026-12-02)
   highdicom refuses `dimension_organization_type="3D"` for these single-frame series ("not a
   regularly-spaced 3D volume"), with or without empty frames.
 - highdicom looks up the source IOD for every source image (`is_multiframe_image` ->
-  `is_attribute_in_iod`, about 1 ms each, 0.25-0.3 s for 300 slices); caching it per SOP class
+  `is_attribute_in_iod`, 0.3-1 ms each, 0.08-0.3 s for 300 slices); caching it per SOP class
   (a monkeypatch) saved 0.1-0.2 s, within the noise of this shared machine: not applied. Upstream fix
   worth proposing: memoise the IOD lookup per SOP Class UID.
-- The first call in a process imports highdicom and loads its JSON copy of the DICOM standard.
+- Passing highdicom the geometry it would otherwise compute (`plane_positions`, `plane_orientation`,
+  `pixel_measures`) doubles its constructor's time: it then matches the planes back to the source
+  images and still derives theirs. Not used.
+- The first call in a process imports highdicom (0.1 s beside pydicom) and loads its JSON copy of the
+  DICOM standard (0.2 s). Importing it in a background thread when the export starts gains nothing
+  measurable (import and JSON decoding hold the GIL), so there is no warm-up hook.
+- The cyclic garbage collector is paused during the write: the ~60 000 objects of a write set off full
+  collections over every object of the process (0.4 million once highdicom's tables are loaded, more
+  beside torch), which cost a third of the first call and 10-25 % of later ones.
 - lungct's own steps were made cheap: label slices are transposed tile by tile (3x faster than one
-  (x, y, z) -> (z, y, x) copy), labels are passed as a uint8 label map, and only one pydicom header
-  read per file.
+  (x, y, z) -> (z, y, x) copy), labels are passed as a uint8 label map, the segments present are found
+  frame by frame (a histogram of all labels took 0.1 s), and only one pydicom header read per file.
+  Reading only the needed tags (`specific_tags`) is no faster: pydicom still walks every element.
 - RTSTRUCT: contour data is encoded once as text and kept raw (pydicom's per-value DS conversion and
   validation cost 10 s for 130 000 points); skimage.measure.find_contours is now the largest step."""
 
@@ -139,16 +148,17 @@ def breakdown(labels, affine, files, out: Path) -> dict[str, float]:
         steps[name] = time.perf_counter() - started
         started = time.perf_counter()
 
-    matched = dx.match_source_slices(labels.shape, affine, files, out)
-    lap("read headers (pydicom), match slices by position")
-    frames = dx._frames(labels, matched)
-    lap("label slices to (files, rows, cols) frames")
-    present = dx._segment_numbers(frames, dx.LUNG_SEGMENTS, out)
-    lap("segments present, relabel to segment numbers")
-    seg = dx._segmentation(matched, frames, present, "bench", "0", 1)
-    lap("highdicom Segmentation(...)")
-    seg.save_as(out, enforce_file_format=True)
-    lap("save_as (pydicom)")
+    with dx._gc_paused():  # as write_dicom_seg
+        matched = dx.match_source_slices(labels.shape, affine, files, out)
+        lap("read headers (pydicom), match slices by position")
+        frames = dx._frames(labels, matched)
+        lap("label slices to (files, rows, cols) frames")
+        present = dx._segment_numbers(frames, dx.LUNG_SEGMENTS, out)
+        lap("segments present, relabel to segment numbers")
+        seg = dx._segmentation(matched, frames, present, "bench", "0", 1)
+        lap("highdicom Segmentation(...)")
+        seg.save_as(out, enforce_file_format=True)
+        lap("save_as (pydicom)")
     return steps
 
 
@@ -165,12 +175,13 @@ def highdicom_options(labels, affine, files, out: Path) -> list[tuple[str, float
                 ("uint8 label map, omit_empty_frames=False", frames, {"omit_empty_frames": False})]
     rows = []
     for name, array, options in variants:
-        started = time.perf_counter()
-        seg = dx._segmentation(matched, array, present, "bench", "0", 1, **options)
-        built = time.perf_counter() - started
-        started = time.perf_counter()
-        seg.save_as(out, enforce_file_format=True)
-        rows.append((name, built, time.perf_counter() - started, int(seg.NumberOfFrames)))
+        with dx._gc_paused():  # as write_dicom_seg
+            started = time.perf_counter()
+            seg = dx._segmentation(matched, array, present, "bench", "0", 1, **options)
+            built = time.perf_counter() - started
+            started = time.perf_counter()
+            seg.save_as(out, enforce_file_format=True)
+            rows.append((name, built, time.perf_counter() - started, int(seg.NumberOfFrames)))
     return rows
 
 
