@@ -193,35 +193,36 @@ def write_rtstruct(path, labels, affine, source_files, segments: dict[int, str],
     """
     path = Path(path)
     labels = _check_labels(labels, path)
-    matched = match_source_slices(labels.shape, affine, source_files, path)
-    frames = _frames(labels, matched)
-    present = _present(frames, segments, path)
-    first = matched[0].header
-    frame_uid = str(first.FrameOfReferenceUID)
-    ds = _rt_header(first, series_description, algorithm_version, series_number)
-    series = _item(SeriesInstanceUID=first.SeriesInstanceUID,
-                   ContourImageSequence=Sequence([_image_ref(item.header) for item in matched]))
-    study = _item(ReferencedSOPClassUID=DETACHED_STUDY_MANAGEMENT, ReferencedSOPInstanceUID=first.StudyInstanceUID,
-                  RTReferencedSeriesSequence=Sequence([series]))
-    ds.ReferencedFrameOfReferenceSequence = Sequence([_item(FrameOfReferenceUID=frame_uid,
-                                                            RTReferencedStudySequence=Sequence([study]))])
-    rois, contours, observations = Sequence(), Sequence(), Sequence()
-    for number, (value, name) in enumerate(present, 1):
-        _, _, rgb, interpreted = SEGMENT_CODES[name.lower()]
-        rois.append(_item(ROINumber=number, ReferencedFrameOfReferenceUID=frame_uid, ROIName=name,
-                          ROIGenerationAlgorithm="AUTOMATIC", ROIGenerationDescription=f"lungct {algorithm_version}"))
-        per_slice = Sequence()
-        for item, frame in zip(matched, frames):
-            for polygon in _polygons(frame == value):
-                per_slice.append(_contour(item.header, polygon))
-        contours.append(_item(ROIDisplayColor=list(rgb), ReferencedROINumber=number, ContourSequence=per_slice))
-        observations.append(_item(ObservationNumber=number, ReferencedROINumber=number,
-                                  RTROIInterpretedType=interpreted, ROIInterpreter=""))
-    ds.StructureSetROISequence = rois
-    ds.ROIContourSequence = contours
-    ds.RTROIObservationsSequence = observations
-    with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+    with _gc_paused():  # as for the SEG: its datasets would set off full collections
+        matched = match_source_slices(labels.shape, affine, source_files, path)
+        frames = _frames(labels, matched)
+        present = _present(frames, segments, path)
+        first = matched[0].header
+        frame_uid = str(first.FrameOfReferenceUID)
+        ds = _rt_header(first, series_description, algorithm_version, series_number)
+        series = _item(SeriesInstanceUID=first.SeriesInstanceUID,
+                       ContourImageSequence=Sequence([_image_ref(item.header) for item in matched]))
+        study = _item(ReferencedSOPClassUID=DETACHED_STUDY_MANAGEMENT, ReferencedSOPInstanceUID=first.StudyInstanceUID,
+                      RTReferencedSeriesSequence=Sequence([series]))
+        ds.ReferencedFrameOfReferenceSequence = Sequence([_item(FrameOfReferenceUID=frame_uid,
+                                                                RTReferencedStudySequence=Sequence([study]))])
+        rois, contours, observations = Sequence(), Sequence(), Sequence()
+        for number, (value, name) in enumerate(present, 1):
+            _, _, rgb, interpreted = SEGMENT_CODES[name.lower()]
+            rois.append(_item(ROINumber=number, ReferencedFrameOfReferenceUID=frame_uid, ROIName=name,
+                              ROIGenerationAlgorithm="AUTOMATIC", ROIGenerationDescription=f"lungct {algorithm_version}"))
+            per_slice = Sequence()
+            for item, frame in zip(matched, frames):
+                for polygon in _polygons(frame == value):
+                    per_slice.append(_contour(item.header, polygon))
+            contours.append(_item(ROIDisplayColor=list(rgb), ReferencedROINumber=number, ContourSequence=per_slice))
+            observations.append(_item(ObservationNumber=number, ReferencedROINumber=number,
+                                      RTROIInterpretedType=interpreted, ROIInterpreter=""))
+        ds.StructureSetROISequence = rois
+        ds.ROIContourSequence = contours
+        ds.RTROIObservationsSequence = observations
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
     return path
 
 
