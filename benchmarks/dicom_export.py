@@ -7,7 +7,8 @@ Run by hand (not a test); writes benchmarks/results/dicom_export.md:
 
 The series is synthetic: 512 x 512 x 300 int16 (0.7 x 0.7 x 1 mm, IPP descending as many scanners store
 it), written once into a temporary folder. The mask holds two lobulated ellipsoid lungs of about 2.7 L
-each, the size of an adult's. Target: DICOM-SEG adds at most 2 s to a run. The breakdown times the
+each, the size of an adult's. Target: DICOM-SEG adds at most 2 s to a run (timed in process, and as
+`lungct infer` with and without it, whole process). The breakdown times the
 writer's steps apart (headers, matching, highdicom's constructor, saving) to show where the time goes.
 """
 from __future__ import annotations
@@ -185,9 +186,29 @@ def highdicom_options(labels, affine, files, out: Path) -> list[tuple[str, float
     return rows
 
 
+def whole_process(series: Path, out: Path, runs: int) -> dict:
+    """`lungct infer series` with and without DICOM-SEG, alternating, each a fresh process: what a user pays."""
+    import subprocess
+
+    base = [sys.executable, "-m", "lungct", "infer", str(series), "--quiet", "--overwrite", "-o"]
+    commands = {"nifti": base + [str(out / "nifti")],
+                "nifti + dicom-seg": base + [str(out / "seg"), "--output-type", "nifti", "--output-type", "dicom-seg"]}
+    seconds = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            started = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            seconds[name].append(time.perf_counter() - started)
+    differences = [b - a for a, b in zip(*seconds.values())]
+    return {**{name: statistics.median(v) for name, v in seconds.items()}, "added": statistics.median(differences),
+            "runs": runs}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-whole-process", dest="whole_process", action="store_false",
+                        help="skip timing `lungct infer` with and without --output-type dicom-seg")
     args = parser.parse_args(argv)
     import pydicom
 
@@ -231,6 +252,7 @@ def main(argv=None) -> int:
         frames = int(pydicom.dcmread(tmp / "seg.dcm", stop_before_pixels=True).NumberOfFrames)
         steps = breakdown(labels, affine, files, tmp / "seg-steps.dcm")
         options = highdicom_options(labels, affine, files, tmp / "seg-options.dcm")
+        infer = whole_process(tmp / "ct", tmp, args.runs) if args.whole_process else None
         load = os.getloadavg()
     import highdicom  # only now: the first timed call above paid for importing it
     lines = [
@@ -266,9 +288,13 @@ def main(argv=None) -> int:
         "|---|---|---|---|",
         *[f"| {name} | {built:.2f} | {saved:.2f} | {n} |" for name, built, saved, n in options],
         "",
-        f"Target: DICOM-SEG adds ≤ 2 s — {'met' if seg_s <= 2.0 else 'NOT met'} (median wall time, warm); "
-        f"median CPU time {seg_cpu:.2f} s; the first call in a process {seg_cold:.2f} s.",
+        f"Target: DICOM-SEG adds ≤ 2 s — in process {'met' if seg_s <= 2.0 else 'NOT met'} (median wall time, "
+        f"warm); median CPU time {seg_cpu:.2f} s; the first call in a process {seg_cold:.2f} s.",
         "",
+        *([f"Whole process, `lungct infer` on the series ({infer['runs']} alternating runs each, start-up included): "
+           f"{infer['nifti']:.2f} s with a NIfTI mask, {infer['nifti + dicom-seg']:.2f} s with a NIfTI mask and "
+           f"DICOM-SEG; DICOM-SEG adds **{infer['added']:.2f} s** (median of the pairwise differences) — "
+           f"{'met' if infer['added'] <= 2.0 else 'NOT met'}.", ""] if infer else []),
         NOTES,
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
