@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -171,32 +169,12 @@ def _plan_masks(cases: list[CaseSource], output: Path, preview) -> list[Job]:
 
 
 def prefetch_job(job: Job, options: InferOptions):
-    """The first stage of a case (its segmenter, reading and input chain), run one case ahead. The first
-    case of a modality is read while its model loads: reading (gzip, DICOM decoding) runs outside the GIL
-    beside the imports and the checkpoint read."""
+    """The first stage of a case (its segmenter, reading and input chain), run one case ahead."""
     refusal = job.refusal()
     if refusal:
         raise LungctError(job.source, refusal)
-    modality = job.case.modality
-    if (modality, options.key()) in _SEGMENTERS:
-        segmenter = segmenter_for(modality, options)
-        return (segmenter, *segmenter.begin(job.case))
-    with ThreadPoolExecutor(1, thread_name_prefix="lungct-read") as pool:
-        reading = pool.submit(_timed_read, job.case)
-        segmenter = segmenter_for(modality, options)
-        item, seconds = reading.result()
-    prepared, timings = segmenter.begin(item)
-    return segmenter, prepared, {**timings, "read": seconds}
-
-
-def _timed_read(case: CaseSource):
-    if case.modality == "cxr":
-        from lungct.cxr.segmenter import RadiographSegmenter as reader
-    else:
-        from lungct.ct.segmenter import CTSegmenter as reader
-    start = time.perf_counter()
-    item = reader.read(case)
-    return item, round(time.perf_counter() - start, 3)
+    segmenter = segmenter_for(job.case.modality, options)
+    return (segmenter, *segmenter.begin(job.case))
 
 
 def segment_job(job: Job, options: InferOptions, threads: int | None = None, prefetched=None) -> Outcome:

@@ -105,6 +105,7 @@ class Model:
         self.names = {int(v): str(k) for k, v in meta["labels"].items()}
         self.pad_value = float(meta["input"]["pad_value"])
         self._inferer = None
+        self.channels_last = False  # NHWC weights and inputs (Model.load, 2D)
 
     @classmethod
     def load(cls, model: str | Path | None = None, modality: str | None = None, device: str = "auto",
@@ -124,7 +125,11 @@ class Model:
         except RuntimeError as err:
             raise LungctError(path, f"weights do not fit the network it names ({str(err).splitlines()[0][:160]})") from None
         target = pick_device(device)
-        return cls(network.to(target).eval(), meta, target, autocast_dtype(target, precision), path)
+        network = network.to(target).eval()
+        model = cls(network, meta, target, autocast_dtype(target, precision), path)
+        if model.dim == 2:  # oneDNN's convolutions run a quarter faster on NHWC (measured, 2 cores)
+            model.network, model.channels_last = network.to(memory_format=torch.channels_last), True
+        return model
 
     def _check(self) -> None:
         meta, where = self.meta, self.path
@@ -172,6 +177,8 @@ class Model:
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         context = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                    else contextlib.nullcontext())
+        if self.channels_last:  # the layout the weights are in
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with context:
             out = self._inferer(batch, self.network) if self._inferer is not None else self.network(batch)
         if isinstance(out, (tuple, list)):

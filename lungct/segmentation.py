@@ -100,8 +100,7 @@ class Segmenter:
     def __init__(self, model):
         self.model = model
 
-    @staticmethod
-    def read(source):
+    def read(self, source):
         raise NotImplementedError
 
     def prepare(self, item):

@@ -84,9 +84,9 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
     and its uint8 `probability`), the native stored values and `to_stored` (HU -> stored units)."""
     threshold = boundary_hu(hu_network, labels_network, voxel_spacing(native_affine), p)
     lesions_network = dense_lesions(hu_network, labels_network, affine_network, threshold, p)
-    lungs = np.where(probability >= 128, candidate, 0).astype(np.uint8)
-    aerated = lungs.copy()
-    box = bounding_box(probability > p.band[0], margin=1)  # nothing changes outside the lungs' box
+    box = bounding_box(probability > p.band[0], margin=1)  # no lung outside this box, nothing changes there
+    lungs, aerated = np.zeros(candidate.shape, np.uint8), np.zeros(candidate.shape, np.uint8)
+    lungs[box] = np.where(probability[box] >= 128, candidate[box], 0)
     box_shape, box_affine = [b.stop - b.start for b in box], shifted_affine(native_affine, [b.start for b in box])
     coded = lesions_network.astype(np.uint8) | (surface_ring(labels_network) << 1)  # both maps in one pass
     coded = labels_to_grid(coded, affine_network, box_shape, box_affine)

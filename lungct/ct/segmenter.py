@@ -129,8 +129,7 @@ class CTSegmenter(Segmenter):
 
     # ------------------------------------------------------------------------------------ the pipeline
 
-    @staticmethod
-    def read(source) -> Scan:
+    def read(self, source) -> Scan:
         if isinstance(source, Scan):
             return source
         return load_case(source) if isinstance(source, CaseSource) else load_scan(source)
@@ -200,9 +199,9 @@ class CTSegmenter(Segmenter):
             timings["statistics"] = round(time.perf_counter() - start, 3)
 
         unit = voxel_ml(scan.affine)
-        volumes = measure(native, label_values, unit)
-        warnings = list(case.get("warnings", [])) + self._result_warnings(volumes, scan)
         lungs_ml, aerated_ml = measure(conventions.lungs, label_values, unit), measure(conventions.aerated, label_values, unit)
+        volumes = measure(native, label_values, unit) if tumours is not None else aerated_ml if self.aerated else lungs_ml
+        warnings = list(case.get("warnings", [])) + self._result_warnings(volumes, scan)
         extra = {"input": geometry_summary(scan.array.shape, scan.affine),
                  "hu_calibration": case.get("hu_calibration"),
                  "conventions": {"written": "aerated" if self.aerated else "lungs", "lungs_ml": lungs_ml,

@@ -95,8 +95,7 @@ class RadiographSegmenter(Segmenter):
     def settings(self) -> dict:
         return {**super().settings(), "binary": self.binary, **self.post}
 
-    @staticmethod
-    def read(source) -> Radiograph:
+    def read(self, source) -> Radiograph:
         if isinstance(source, Radiograph):
             return source
         if isinstance(source, CaseSource):
