@@ -40,6 +40,12 @@ MIN_FLIP_DICE = {"ct": 0.95, "cxr": 0.85}
 # uncertain > 10 % flags 44 films (14 %), among them 11 of the 14 with Dice below 0.85; the uncertain
 # share follows the Dice more closely (r = -0.70) than the flip agreement does (r = 0.42).
 MAX_UNCERTAIN_FRACTION = {"ct": 0.10, "cxr": 0.10}
+# Image noise inside the aerated lung (lungct.ct.noise, HU; the SD white noise would have). lungct infer on
+# the 201 shared ct-slices: median 94, 95th percentile 119, 99th 162; the slice the data's README calls
+# noisy (ID_0049) reads 272, the next 246 (ID_0264), 2.5-3x the median. Whole volumes read far less (chest-cta
+# 30, imlab 46-52, copdgene 17 HU). Above 200 HU densities and boundaries are less certain than the network's
+# own confidence says.
+MAX_LUNG_NOISE_HU = 200.0
 
 SEVERITY_WEIGHT = {"error": 10.0, "warning": 3.0}  # one error outranks three warnings
 FAILED_SCORE = 100.0  # a failed case has no output at all: always at the top
@@ -150,6 +156,10 @@ def qc_flags(record: dict) -> list[Flag]:
     if uncertain is not None and uncertain > MAX_UNCERTAIN_FRACTION[kind]:
         flags.append(Flag("uncertain", "warning", f"{uncertain:.1%} of the mask uncertain "
                                                   f"(> {MAX_UNCERTAIN_FRACTION[kind]:.0%})"))
+    noise = _num(confidence.get("lung_noise_hu"))
+    if noise is not None and noise > MAX_LUNG_NOISE_HU:
+        flags.append(Flag("noisy", "warning", f"noisy image: {noise:.0f} HU noise in the lungs "
+                                              f"(> {MAX_LUNG_NOISE_HU:.0f})"))
     for other in sorted(set(map(str, pipeline_flags)) - {"hu_miscalibrated"}):
         flags.append(Flag(other, "warning", f"pipeline flag: {other}"))
     warnings = record.get("warnings") if isinstance(record.get("warnings"), list) else []

@@ -91,6 +91,8 @@ def test_miscalibration_confidence_components_and_warnings():
     assert codes(ct(confidence={"flip_dice": 0.91, "uncertain_fraction": 0.01})) == ["low_flip_dice"]
     assert codes(ct(confidence={"flip_dice": 0.99, "uncertain_fraction": 0.12})) == ["uncertain"]
     assert codes(ct(confidence=None)) == []
+    assert codes(ct(confidence={"flip_dice": 0.99, "uncertain_fraction": 0.01, "lung_noise_hu": 272.0})) == ["noisy"]
+    assert codes(ct(confidence={"flip_dice": 0.99, "uncertain_fraction": 0.01, "lung_noise_hu": 60.0})) == []
     assert codes(ct(components={"right_lung": 3, "left_lung": 2})) == ["components"]
     assert codes(ct(warnings=["a 3D model on a single slice"])) == ["warnings"]
     assert codes(ct(flags=["one_lung"])) == ["one_lung"]

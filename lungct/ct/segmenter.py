@@ -192,6 +192,11 @@ class CTSegmenter(Segmenter):
             start = time.perf_counter()
             native, label_values, tumours = self.join_tumours(native, label_values, scan)
             timings["tumour"] = round(time.perf_counter() - start, 3)
+        if self.lung_model:
+            from lungct.ct.noise import lung_noise_hu
+
+            confidence["lung_noise_hu"] = lung_noise_hu(scan.array, conventions.aerated,
+                                                        stored_to_hu(prepared.case)[0])
         density = None
         if self.statistics and self.lung_model:
             start = time.perf_counter()
