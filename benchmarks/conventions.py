@@ -313,12 +313,16 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="folder for the outputs")
     parser.add_argument("--quick", action="store_true", help="20 of the 201 ct-slices")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--no-roi", dest="roi", action="store_false",
+                        help="labels not limited to the classical chain's mirrored ROI (default: as the model says)")
     parser.add_argument("--picture", type=Path, default=None, help="only draw the two conventions on radiomics-lung2")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     default = load_segmenter(args.model, "ct", device="cpu")
-    segmenters = {"lungs": default, "aerated": make_segmenter(default.model, aerated=True)}
+    if not args.roi:
+        default = make_segmenter(default.model, roi=False)
+    segmenters = {"lungs": default, "aerated": make_segmenter(default.model, aerated=True, roi=default.roi)}
     if args.picture:
         return picture(segmenters, args.picture)
     report = {"model": str(args.model or default.model.path), "date": time.strftime("%Y-%m-%d %H:%M"), "seed": SEED,
