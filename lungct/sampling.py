@@ -161,8 +161,11 @@ class LesionSynthesis:
     """CT: with probability `prob`, dense lesions painted into a sample's lungs and labelled as lung (the
     network input is windowed HU; the lesions are made in HU and windowed back)."""
 
-    def __init__(self, prob: float, window: dict):
+    def __init__(self, prob: float, window: dict, pleural_overlap=(0.15, 0.45)):
+        from lungct.ct.lesions import LesionParams
+
         self.prob, self.window = float(prob), window
+        self.params = LesionParams(pleural_overlap=tuple(float(v) for v in pleural_overlap))
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
         from lungct.ct.lesions import orientation_hints, synthesize_lesions
@@ -176,7 +179,7 @@ class LesionSynthesis:
         spacing = voxel_spacing(case.affine)[: image.ndim]
         hints = ({"posterior_hint": posterior[:2]} if image.ndim == 2 else
                  {"posterior_hint": posterior, "inferior_hint": inferior})
-        hu, labels, _ = synthesize_lesions(hu, labels, spacing, rng, **hints)
+        hu, labels, _ = synthesize_lesions(hu, labels, spacing, rng, self.params, **hints)
         return hu_to_window(hu, self.window).astype(np.float32), labels
 
 
@@ -213,7 +216,8 @@ def make_synthesis(recipe: dict, chain: list[dict]):
         window = next((s.get("args") or {} for s in chain if s["name"] == "HUWindowd"), None)
         if window is None:
             raise LungctError(recipe.get("source"), "lesion synthesis needs the chain's HUWindowd step")
-        return LesionSynthesis(augment["lesions"]["prob"], window)
+        lesions = augment["lesions"]
+        return LesionSynthesis(lesions["prob"], window, lesions.get("pleural_overlap", (0.15, 0.45)))
     if augment["opacities"]["prob"] <= 0 and augment["film"]["prob"] <= 0:
         return None
     return RadiographSynthesis(augment["opacities"]["prob"], augment["film"]["prob"],

@@ -201,6 +201,23 @@ def test_juxtapleural_touch_the_pleura_and_stay_inside(slice2d, volume):
         assert seen >= n * 0.8
 
 
+def test_pleural_overlap_broadens_the_base_against_the_pleura(slice2d):
+    """More of the radius beyond the pleura (clipped there) gives broad-based masses: a larger share of the
+    lesion lies along the pleura."""
+    lab, sp = slice2d.lungs[:, :, 0], slice2d.spacing[:2]
+    def contact_share(overlap):
+        shares = []
+        for seed in range(40):
+            _, _, _, records, _ = run(slice2d, seed, True, juxtapleural_prob=1.0, diameter_mm=(30.0, 40.0),
+                                      pleural_overlap=overlap, **dict(TUMOURS))
+            for r in records:
+                depth = ndimage.distance_transform_edt(lab == r.side, sampling=sp)[full(r, lab.shape)]
+                shares.append(np.mean(depth <= max(sp) + 1e-6))
+        assert len(shares) >= 20
+        return float(np.mean(shares))
+    assert contact_share((0.6, 0.75)) > 1.3 * contact_share((0.15, 0.2))
+
+
 @pytest.mark.parametrize("flat", [True, False])
 def test_placement_shares_as_configured(slice2d, volume, flat):
     ph, n = (slice2d, 200) if flat else (volume, 120)

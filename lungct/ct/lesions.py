@@ -22,6 +22,7 @@ class LesionParams:
     effusion_prob: float = 0.08  # per lung: a dependent effusion replacing its posterior part
     diameter_mm: tuple = (8.0, 60.0)  # tumour (a sphere before lobulation), log-uniform: small ones commoner
     juxtapleural_prob: float = 0.65  # tumours placed against the pleura; the rest surrounded by lung
+    pleural_overlap: tuple = (0.15, 0.45)  # share of their radius beyond the pleura (clipped): higher = broader base
     placement_probs: tuple = (0.4, 0.25, 0.2, 0.15)  # chest wall, mediastinum, spine, diaphragm (over those shown)
     tumour_hu: tuple = (0.0, 60.0)  # mean density (soft tissue)
     texture_sd_hu: tuple = (15.0, 40.0)  # total sd inside: correlated texture plus the scan's own noise
@@ -303,7 +304,7 @@ class _Scene:
             rp = np.sqrt(R * R - (h := rng.uniform(-0.7, 0.7) * R * self.flat) ** 2)  # a slice cuts it off-centre
             if juxta and (got := self.surface_point(side, rng, [cat])) is None:  # juxta: overlaps the pleura, clipped
                 continue
-            c = (got[0] - got[1] * (rp - max(1.0, rng.uniform(0.15, 0.45) * rp)) if juxta else self.csp * (
+            c = (got[0] - got[1] * (rp - max(1.0, rng.uniform(*p.pleural_overlap) * rp)) if juxta else self.csp * (
                 rng.choice(np.argwhere(self.clab == side)) + rng.random(3) * (self.stride > 1))) + [0, 0, h]
             spicules = rng.integers(p.spicules[0], p.spicules[1] + 1) if rng.random() < p.spiculated_prob else 0
             box, grid = self.crop(c, R * 1.64 + (p.spicule_length_mm[1] + R * 0.2) * (spicules > 0) + 3)
