@@ -8,7 +8,9 @@ Run by hand (not a test); writes conventions.md and conventions.json into --resu
 1. Real tumours (radiomics-lung1/2 with their tumour labels): share of tumour voxels in each mask.
 2. Synthetic juxtapleural lesions, inserted here into shared normal volumes with a generator of this script's
    own (not lungct.ct.lesions, the model's training generator): seeded soft-tissue ellipsoids 1-4 cm, smooth
-   texture, partial-volume edge, against the chest wall, the spine, the mediastinum or the diaphragm.
+   texture, partial-volume edge, against the chest wall, the spine, the mediastinum or the diaphragm; at least
+   half of each ellipsoid lies inside the lung (a lesion mostly outside it is a chest-wall mass, outside the
+   visceral pleura: until 2026-12-02 such slivers, 5-7 mm deep into the lung, were inserted and counted too).
 3. Dice of both conventions, the classical chain (lungct preprocess) and the textbook threshold recipe on the
    shared references. 4. Seconds per case. Every segmentation runs once per convention.
 """
@@ -131,7 +133,8 @@ def pleural_sites(lungs: np.ndarray, bone: np.ndarray, affine: np.ndarray) -> di
 
 
 def insert_lesions(array, lungs, affine, rng, count: int = 5):
-    """Insert `count` non-overlapping soft-tissue ellipsoids against the pleura (in place); their records."""
+    """Insert `count` non-overlapping soft-tissue ellipsoids against the pleura, each at least half inside the
+    lung (in place); their records."""
     spacing = voxel_spacing(affine)
     slope, intercept = calibration(array)
     bone = array * slope + intercept >= 200
@@ -154,8 +157,9 @@ def insert_lesions(array, lungs, affine, rng, count: int = 5):
             fraction = ((local ** 2).sum(-1) <= 1).mean(-1) * allowed[box]
             mask = fraction >= 0.5
             near = ndi.binary_dilation(mask, iterations=2)
-            if mask.sum() < 8 or (near & taken[box]).any() or not (near & ~lungs[box]).any():
-                continue  # too small, overlapping another lesion, or not reaching the pleura
+            ellipsoid = 4 / 3 * np.pi * np.prod(axes) / np.prod(spacing)  # voxels
+            if mask.sum() < max(8, ellipsoid / 2) or (near & taken[box]).any() or not (near & ~lungs[box]).any():
+                continue  # mostly outside the lung (a chest-wall mass), overlapping another lesion, or off the pleura
             hu = rng.uniform(10, 60)
             texture = ndi.gaussian_filter(rng.normal(size=mask.shape), 1.5 / spacing)
             value = hu + 15 * texture / (texture.std() + 1e-9) + rng.normal(0, 8, mask.shape)
