@@ -161,11 +161,18 @@ class LesionSynthesis:
     """CT: with probability `prob`, dense lesions painted into a sample's lungs and labelled as lung (the
     network input is windowed HU; the lesions are made in HU and windowed back)."""
 
-    def __init__(self, prob: float, window: dict, pleural_overlap=(0.15, 0.45)):
+    def __init__(self, prob: float, window: dict, params: dict | None = None, where=None):
+        import dataclasses
+
         from lungct.ct.lesions import LesionParams
 
         self.prob, self.window = float(prob), window
-        self.params = LesionParams(pleural_overlap=tuple(float(v) for v in pleural_overlap))
+        known = {f.name for f in dataclasses.fields(LesionParams)}
+        unknown = sorted(set(params or {}) - known)
+        if unknown:
+            raise LungctError(where, f"augment.lesions.params: unknown field(s) {unknown} (LesionParams has "
+                                     f"{', '.join(sorted(known))})")
+        self.params = LesionParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in (params or {}).items()})
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
         from lungct.ct.lesions import orientation_hints, synthesize_lesions
@@ -217,7 +224,7 @@ def make_synthesis(recipe: dict, chain: list[dict]):
         if window is None:
             raise LungctError(recipe.get("source"), "lesion synthesis needs the chain's HUWindowd step")
         lesions = augment["lesions"]
-        return LesionSynthesis(lesions["prob"], window, lesions.get("pleural_overlap", (0.15, 0.45)))
+        return LesionSynthesis(lesions["prob"], window, lesions.get("params"), recipe.get("source"))
     if augment["opacities"]["prob"] <= 0 and augment["film"]["prob"] <= 0:
         return None
     return RadiographSynthesis(augment["opacities"]["prob"], augment["film"]["prob"],

@@ -330,3 +330,17 @@ def test_two_process_gloo_ddp_writes_one_checkpoint(prep, tmp_path):
     assert sorted(p.name for p in out.glob("*.pt")) == ["best.pt", "last.pt"]
     assert len((out / "log.csv").read_text().splitlines()) == 2  # header + one epoch, written once
     assert result.stderr.count("epoch 1: loss") == 1 and result.stderr.count("best validation Dice") == 1  # rank 0 only
+
+
+def test_lesion_params_from_the_recipe_reach_the_synthesis_and_unknown_ones_are_refused():
+    from lungct.recipes import chain_of
+    from lungct.sampling import make_synthesis
+
+    recipe = load_recipe("ct-default-2d", {"augment.lesions.params": {"pleural_overlap": [0.2, 0.7],
+                                                                       "juxtapleural_prob": 0.9}})
+    synthesis = make_synthesis(recipe, chain_of(recipe))
+    assert synthesis.params.pleural_overlap == (0.2, 0.7) and synthesis.params.juxtapleural_prob == 0.9
+    assert make_synthesis(load_recipe("ct-default-2d"), chain_of(recipe)).params.pleural_overlap == (0.15, 0.45)
+    bad = load_recipe("ct-default-2d", {"augment.lesions.params": {"pleural_overlapp": [0.2, 0.7]}})
+    with pytest.raises(LungctError, match="pleural_overlapp"):
+        make_synthesis(bad, chain_of(bad))
