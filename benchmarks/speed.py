@@ -8,7 +8,8 @@ Run by hand (not a test); writes benchmarks/results/speed.md and speed.json (or 
 
 Commands, each a fresh process (start-up, imports and model loading included):
 - `lungct --help`;
-- `lungct infer full-size.nii.gz -o mask.nii.gz` (the shipped CT model), and with `--no-statistics`;
+- `lungct infer full-size.nii.gz -o mask.nii.gz` (the shipped CT model), with `--precision bf16` (fast only
+  on CPUs with native bf16) and with `--no-statistics`;
 - `lungct infer folder/ -o masks/` on a folder of N copies of the scan (seconds per scan);
 - `lungct preprocess full-size.nii.gz -o prep/`;
 - the I/O floor: SimpleITK read, one threshold, gzip write;
@@ -97,6 +98,8 @@ def main() -> None:
             "floor": median_of([sys.executable, "-c", FLOOR, str(scan), str(mask)], args.runs, clean_mask),
             "textbook": median_of([sys.executable, "-c", TEXTBOOK, str(scan), str(mask)], args.runs, clean_mask),
             "infer": median_of(lungct + ["infer", str(scan), "-o", str(mask), "--quiet"], args.runs, clean_mask),
+            "infer_bf16": median_of(lungct + ["infer", str(scan), "-o", str(mask), "--quiet", "--precision", "bf16"],
+                                    args.runs, clean_mask),
             "infer_no_statistics": median_of(lungct + ["infer", str(scan), "-o", str(mask), "--quiet", "--no-statistics"],
                                              args.runs, clean_mask),
             "preprocess": median_of(lungct + ["preprocess", str(scan), "-o", str(prep), "--quiet"], args.runs,
