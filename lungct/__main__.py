@@ -1,3 +1,3 @@
-from lungct.cli import main
+from lungct.cli import run
 
-main()
+run()
