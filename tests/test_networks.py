@@ -49,15 +49,21 @@ def test_inference_builds_the_torch_unet_only_where_it_reproduces_monais():
         assert not TorchUNet.reproduces({**shipped, **other})
 
 
-def test_ct_inference_imports_no_monai(tmp_path):
-    """MONAI's import costs ~1.7 s of every run: the CT path (chain, network, post-processing) must not need it."""
-    from phantoms import make_phantom, write_nifti
+@pytest.mark.parametrize("kind", ["ct", "cxr"])
+def test_inference_imports_no_monai(tmp_path, kind):
+    """MONAI's import costs ~1.7 s of every run: the chains, networks and post-processing must not need it."""
+    if kind == "ct":
+        from phantoms import make_phantom, write_nifti
 
-    scan = write_nifti(make_phantom(), tmp_path / "scan.nii.gz")
+        scan, mask = write_nifti(make_phantom(), tmp_path / "scan.nii.gz"), tmp_path / "out" / "scan.nii.gz"
+    else:
+        from cxr_phantoms import make_cxr, write_png8
+
+        scan, mask = write_png8(tmp_path / "film.png", make_cxr().image), tmp_path / "out" / "film.png"
     code = ("import sys; from lungct.engine import infer; "
             f"infer([{str(scan)!r}], {str(tmp_path / 'out')!r}, progress=False, log=lambda *a: None); "
             "loaded = sorted(m for m in sys.modules if m == 'monai' or m.startswith('monai.')); "
             "print(len(loaded), loaded[:5])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "0", out.stdout
-    assert (tmp_path / "out" / "scan.nii.gz").exists()
+    assert mask.exists()

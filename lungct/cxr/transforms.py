@@ -1,4 +1,5 @@
-"""MONAI dictionary transforms of the radiograph chain (pipelines/cxr-2d.yaml), one step each.
+"""Dictionary transforms of the radiograph chain (pipelines/cxr-2d.yaml), one step each, on the
+MapTransform contract of lungct.keyed.
 
 The dict holds "image" (float32, channel first: (1, rows, cols), as displayed, brighter = denser),
 optionally "mask" (uint8 (1, rows, cols), the lung fields), and "case", a plain JSON record of what was
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.transforms import MapTransform
 from scipy import ndimage as ndi
 
 from lungct.errors import LungctError
+from lungct.keyed import KeyedTransform
 
 
 def _array(value) -> np.ndarray:
@@ -45,7 +46,7 @@ def valid_region(data: dict, shape) -> np.ndarray:
     return region
 
 
-class ScaleGreyd(MapTransform):
+class ScaleGreyd(KeyedTransform):
     """Grey values to [0, 1] between two percentiles (0 and 100: min and max), whatever the bit depth.
 
     Linear, so 8-bit, 16-bit and DICOM versions of one radiograph land on the same image.
@@ -94,7 +95,7 @@ def linear_resize(array: np.ndarray, shape) -> np.ndarray:
                   preserve_range=True).astype(np.float32)
 
 
-class ResizePadd(MapTransform):
+class ResizePadd(KeyedTransform):
     """Aspect-preserving resize so the longer side fits `size`, then symmetric padding to `size`.
 
     `keys` are images (bilinear, anti-aliased), `label_keys` masks (nearest). The resize and the padding
@@ -133,7 +134,7 @@ class ResizePadd(MapTransform):
         return data
 
 
-class EqualiseHistogramd(MapTransform):
+class EqualiseHistogramd(KeyedTransform):
     """Histogram equalisation of the image's own pixels (not the padding): "global"
     (skimage equalize_hist) or "clahe" (equalize_adapthist, contrast-limited, tile `kernel_size`)."""
 
@@ -173,7 +174,7 @@ def _pad_of(region: np.ndarray):
     return ((int(rows[0]), region.shape[0] - 1 - int(rows[-1])), (int(cols[0]), region.shape[1] - 1 - int(cols[-1])))
 
 
-class LocalContrastNormalised(MapTransform):
+class LocalContrastNormalised(KeyedTransform):
     """Local contrast normalisation (the SegNet radiograph paper): subtract the Gaussian-weighted local
     mean, divide by the local standard deviation (never by less than its image-wide mean, so flat areas are
     not blown up). With `to_unit`, the result is clipped to +-`clip` and mapped to [0, 1]; padding becomes the

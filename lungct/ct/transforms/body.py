@@ -11,7 +11,8 @@ import numpy as np
 
 from lungct.morphology import (analysis_strides, dilate_mm, erode_mm, fill_holes_2d, largest_component,
                                upsample_nearest)
-from lungct.ct.transforms.common import KeyedTransform, case_info, hu_to_stored, put_like, spacing_of, volume_of
+from lungct.keyed import KeyedTransform
+from lungct.ct.transforms.common import case_info, hu_to_stored, put_like, spacing_of, volume_of
 
 
 def body_mask(array: np.ndarray, spacing, threshold: float = -500.0, opening_radius_mm: float = 4.0,

@@ -1,8 +1,8 @@
-"""Small helpers the transforms share: a keyed base class and the volumes of the chain's dict.
+"""Small helpers the transforms share: the volumes of the chain's dict and its HU conversions.
 
-The CT chain imports nothing of MONAI: inference would otherwise pay MONAI's import (1.7 s here, it loads
-every MONAI submodule) on every run for a base class and a tensor type. A volume travels as a channel-first
-tensor with its affine beside it under "<key>_affine"; when MONAI is loaded anyway (training, or a recipe
+The CT chain imports nothing of MONAI: inference would otherwise pay MONAI's import (1.7 s here, it
+loads every MONAI submodule) on every run for a base class (lungct.keyed) and a tensor type. A volume
+travels as a channel-first tensor with its affine beside it under "<key>_affine"; when MONAI is loaded anyway (training, or a recipe
 that names a MONAI transform) it is a MetaTensor as well, so MONAI's spatial transforms keep the geometry.
 """
 from __future__ import annotations
@@ -13,28 +13,6 @@ import numpy as np
 import torch
 
 from lungct.geometry import voxel_spacing
-
-
-class KeyedTransform:
-    """MONAI's MapTransform contract (keys, allow_missing_keys, key_iterator, first_key) for lungct's steps."""
-
-    def __init__(self, keys="image", allow_missing_keys: bool = False):
-        self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
-        self.allow_missing_keys = allow_missing_keys
-
-    def key_iterator(self, data: dict):
-        for key in self.keys:
-            if key in data:
-                yield key
-            elif not self.allow_missing_keys:
-                raise KeyError(f"key '{key}' is not in the data ({', '.join(map(str, data))}); "
-                               "allow_missing_keys=True skips it")
-
-    def first_key(self, data: dict):
-        return next(self.key_iterator(data), [])
-
-    def __call__(self, data):
-        raise NotImplementedError
 
 
 def volume_of(data: dict, key: str = "image") -> np.ndarray:

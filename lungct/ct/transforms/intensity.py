@@ -9,7 +9,8 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from lungct.errors import LungctError
-from lungct.ct.transforms.common import KeyedTransform, affine_of, case_info, hu_to_stored, put_volume, volume_of
+from lungct.keyed import KeyedTransform
+from lungct.ct.transforms.common import affine_of, case_info, hu_to_stored, put_volume, volume_of
 
 AIR_HU = -1000.0
 SOFT_TISSUE_HU = 40.0

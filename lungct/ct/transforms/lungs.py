@@ -27,7 +27,8 @@ from lungct.morphology import (IN_PLANE, analysis_strides, bounding_box, dilate_
                                upsample_nearest)
 from lungct.ct.transforms.body import body_mask
 from lungct.ct.transforms.separation import split_in_two, split_objects
-from lungct.ct.transforms.common import KeyedTransform, case_info, hu_to_stored, put_like, volume_of, affine_of
+from lungct.keyed import KeyedTransform
+from lungct.ct.transforms.common import case_info, hu_to_stored, put_like, volume_of, affine_of
 
 
 

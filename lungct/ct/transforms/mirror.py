@@ -16,7 +16,8 @@ from scipy import ndimage as ndi
 
 from lungct.geometry import from_ras, to_ras, voxel_spacing
 from lungct.morphology import analysis_strides, bounding_box, close_mm, dilate_mm, fine_box, upsample_nearest
-from lungct.ct.transforms.common import KeyedTransform, affine_of, case_info, hu_to_stored, put_like, volume_of
+from lungct.keyed import KeyedTransform
+from lungct.ct.transforms.common import affine_of, case_info, hu_to_stored, put_like, volume_of
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lungct.ct.transforms.common import KeyedTransform, affine_of, case_info, put_volume
+from lungct.keyed import KeyedTransform
+from lungct.ct.transforms.common import affine_of, case_info, put_volume
 from lungct.geometry import reoriented_grid, resample_to_spacing, voxel_spacing
 
 

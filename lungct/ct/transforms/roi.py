@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from lungct.ct.transforms.body import BodyMaskd
-from lungct.ct.transforms.common import KeyedTransform, affine_of, case_info, put_like, put_volume, volume_of
+from lungct.keyed import KeyedTransform
+from lungct.ct.transforms.common import affine_of, case_info, put_like, put_volume, volume_of
 from lungct.ct.transforms.lungs import LungMaskd
 from lungct.ct.transforms.mirror import MirrorROId
 from lungct.geometry import labels_to_grid, resample_to_spacing
