@@ -167,11 +167,13 @@ class LesionSynthesis:
         from lungct.ct.lesions import LesionParams
 
         self.prob, self.window = float(prob), window
+        from lungct.recipes import _suggest
+
         known = {f.name for f in dataclasses.fields(LesionParams)}
         unknown = sorted(set(params or {}) - known)
         if unknown:
-            raise LungctError(where, f"augment.lesions.params: unknown field(s) {unknown} (LesionParams has "
-                                     f"{', '.join(sorted(known))})")
+            raise LungctError(where, f"unknown recipe key 'augment.lesions.params.{unknown[0]}'"
+                                     + _suggest(unknown[0], known))
         self.params = LesionParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in (params or {}).items()})
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
