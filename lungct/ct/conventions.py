@@ -15,6 +15,11 @@ Both come from the network's interpolated probability on the native grid:
   thinner than that stay in `aerated`, and where they touch the pleura the band may trim them from `lungs`.
 The boundary is -320 HU on fine grids; on scans coarser than `partial_volume_spacing_mm` it is half-way
 between the lungs' own density and soft tissue, as a voxel there is lung when most of it is lung.
+
+Before either, `carved_lesions` takes back the dense tissue the network cut out of a lung's surface (a 2D
+network sees a tumour against the chest wall, the spine or the mediastinum on one slice, where it looks like
+the wall): the notch such a lesion leaves is filled by a closing with a ball of `recover_radius_mm` (the
+rolling ball of classical lung CAD), and its soft-tissue voxels count as a lesion of that lung.
 """
 from __future__ import annotations
 
@@ -36,6 +41,13 @@ class ConventionParams:
     band: tuple = (64, 192)  # uint8 probabilities (0.25 .. 0.75) where the model is unsure: refined by HU
     lesion_min_diameter_mm: float = 11.0  # dense objects this thick are lesions; intrapulmonary vessels are thinner
     lesion_margin_mm: float = 3.0  # lesions grown back this far beyond the opening (their rim against the pleura)
+    recover_radius_mm: float = 40.0  # rolling ball that fills the notch a carved-out lesion leaves (0: off)
+    recover_hu: tuple = (-100.0, 200.0)  # what it takes back: soft tissue (not fat, air or bone)
+    recover_spacing_mm: float = 3.0  # the closing runs on a grid this coarse (10x fewer voxels than 1.5 mm)
+    recover_min_thickness_mm: float = 4.0  # what it takes back is this thick somewhere ...
+    recover_rim_mm: float = 6.0  # ... or within this of such a core (the thin rim of the notch's lens)
+    recover_contact_mm: float = 3.0  # and lies this near the lung (across the lesion's partial-volume edge)
+    recover_max_fraction: float = 0.25  # more than this share of the lung's volume: nothing is taken back
 
 
 @dataclass
@@ -67,6 +79,50 @@ def dense_lesions(hu_network: np.ndarray, labels_network: np.ndarray, affine_net
     return dilate_mm(cores, radius + p.lesion_margin_mm, spacing, in_plane=in_plane) & dense
 
 
+def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_network: np.ndarray,
+                   p: ConventionParams = ConventionParams()) -> np.ndarray:
+    """uint8 lung labels of soft tissue in the notches of each lung's surface, on the network's grid (0
+    elsewhere): what a closing by a ball of `recover_radius_mm` adds to the lung there, where the network
+    cut a lesion out. Run at about `recover_spacing_mm`; one slice is closed in its plane."""
+    from scipy import ndimage as ndi
+
+    from lungct.morphology import analysis_strides, close_mm, upsample_nearest
+
+    spacing = voxel_spacing(affine_network)
+    out = np.zeros(labels_network.shape, np.uint8)
+    if p.recover_radius_mm <= 0:
+        return out
+    in_plane = labels_network.shape[2] == 1
+    lungs = labels_network > 0
+    for value in np.unique(labels_network[lungs]):
+        own = labels_network == value
+        box = bounding_box(own, margin=[0 if in_plane and a == 2 else int(np.ceil(p.recover_radius_mm / s)) + 1
+                                        for a, s in enumerate(spacing)])
+        strides = analysis_strides(spacing, p.recover_spacing_mm, own[box].shape)
+        coarse_spacing = [s * k for s, k in zip(spacing, strides)]
+        pad = [(0, 0) if in_plane and a == 2 else (int(np.ceil(p.recover_radius_mm / s)) + 1,) * 2
+               for a, s in enumerate(coarse_spacing)]  # a lung cut by the scan's edge goes on beyond it
+        coarse = np.pad(own[box][::strides[0], ::strides[1], ::strides[2]], pad, mode="edge")
+        closed = close_mm(coarse, p.recover_radius_mm, coarse_spacing, in_plane=in_plane)
+        closed, coarse = (a[tuple(slice(lo, a.shape[i] - hi) for i, (lo, hi) in enumerate(pad))] for a in (closed, coarse))
+        if not (closed & ~coarse).any():
+            continue
+        hu = hu_network[box]
+        notch = upsample_nearest(closed, strides, own[box].shape) & ~lungs[box]
+        tissue = notch & (hu > p.recover_hu[0]) & (hu < p.recover_hu[1])
+        if p.recover_min_thickness_mm > 0:  # slivers along a concave surface (the heart's) are no lesion
+            radius = p.recover_min_thickness_mm / 2
+            tissue &= dilate_mm(erode_mm(tissue, radius, spacing, in_plane), radius + p.recover_rim_mm, spacing, in_plane)
+        # Only tissue against the lung: behind air the network left out (a lung it missed in part) is the wall.
+        parts, _ = ndi.label(tissue)
+        touching = np.unique(parts[dilate_mm(own[box], p.recover_contact_mm, spacing, in_plane) & (parts > 0)])
+        tissue = np.isin(parts, touching[touching > 0])
+        if tissue.sum() > p.recover_max_fraction * own.sum():  # not notches: a lung the network got wrong
+            continue
+        out[box][tissue] = value
+    return out
+
+
 def surface_ring(labels_network: np.ndarray) -> np.ndarray:
     """uint8 1 within one network voxel of the lungs' surface: the band may only move the boundary there,
     never bring in air the model left out far from the lungs (gas, airways, air outside the body)."""
@@ -79,11 +135,16 @@ def surface_ring(labels_network: np.ndarray) -> np.ndarray:
 
 def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.ndarray, native_affine: np.ndarray,
                     to_stored, hu_network: np.ndarray, labels_network: np.ndarray, affine_network: np.ndarray,
-                    p: ConventionParams = ConventionParams()) -> Conventions:
+                    p: ConventionParams = ConventionParams(), recovered: np.ndarray | None = None) -> Conventions:
     """Default and aerated labels on the native grid from the interpolated prediction (`candidate` label
-    and its uint8 `probability`), the native stored values and `to_stored` (HU -> stored units)."""
+    and its uint8 `probability`), the native stored values and `to_stored` (HU -> stored units).
+    `recovered`: carved_lesions already joined to the prediction; lesions, whatever their thickness."""
     threshold = boundary_hu(hu_network, labels_network, voxel_spacing(native_affine), p)
-    lesions_network = dense_lesions(hu_network, labels_network, affine_network, threshold, p)
+    if recovered is None:
+        lesions_network = dense_lesions(hu_network, labels_network, affine_network, threshold, p)
+    else:  # thick lesions among what the network drew itself; all that was taken back
+        lesions_network = dense_lesions(hu_network, np.where(recovered > 0, 0, labels_network), affine_network,
+                                        threshold, p) | (recovered > 0)
     box = bounding_box(probability > p.band[0], margin=1)  # no lung outside this box, nothing changes there
     lungs, aerated = np.zeros(candidate.shape, np.uint8), np.zeros(candidate.shape, np.uint8)
     lungs[box] = np.where(probability[box] >= 128, candidate[box], 0)

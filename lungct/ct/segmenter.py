@@ -178,10 +178,13 @@ class CTSegmenter(Segmenter):
         foreground = [int(v) for v in values if v != 0]
         labels, components = postprocess(labels, foreground, prepared.roi, self.min_component_fraction)
         label_values = {model.names[int(v)]: int(v) for v in values}
-        candidate, probability = smooth_probabilities_to_grid(labels, scores[values != 0], foreground, prepared.affine,
+        hu_network, recovered, scores = self.recover_lesions(labels, scores[values != 0], foreground, prepared)
+        if recovered is not None:
+            labels = np.where(recovered > 0, recovered, labels)
+        candidate, probability = smooth_probabilities_to_grid(labels, scores, foreground, prepared.affine,
                                                               scan.array.shape, scan.affine)
         case = prepared.case
-        conventions = self.conventions(candidate, probability, prepared, labels)
+        conventions = self.conventions(candidate, probability, prepared, labels, hu_network, recovered)
         if self.binary:  # merged after the boundary is drawn: the same voxels as the labelled mask
             conventions.lungs, conventions.aerated = (conventions.lungs > 0).view(np.uint8), (conventions.aerated > 0).view(np.uint8)
             labels, label_values = (labels > 0).view(np.uint8), dict(BINARY_LABELS)
@@ -226,19 +229,34 @@ class CTSegmenter(Segmenter):
                         processing={"image": prepared.image, "labels": labels, "roi": prepared.roi,
                                     "affine": prepared.affine})
 
-    def conventions(self, candidate, probability, prepared: PreparedScan, labels_network: np.ndarray):
+    def recover_lesions(self, labels: np.ndarray, scores: np.ndarray, foreground: list, prepared: PreparedScan):
+        """(HU on the network grid, the lesions the network carved out of the lungs' surface as lung labels,
+        foreground scores certain there): lungct.ct.conventions.carved_lesions; (None, None, scores) when
+        there is no HU to judge by or the model segments no lungs."""
+        if self.window is None or not self.lung_model:
+            return None, None, scores
+        from lungct.ct.conventions import carved_lesions
+        from lungct.ct.transforms.common import window_to_hu
+
+        hu_network = window_to_hu(prepared.image, self.window)
+        recovered = carved_lesions(labels, hu_network, prepared.affine)
+        where = recovered > 0
+        for channel, value in zip(scores, foreground):  # scores is already a copy (boolean indexing)
+            channel[where] = np.where(recovered[where] == value, 255, 0)
+        return hu_network, recovered, scores
+
+    def conventions(self, candidate, probability, prepared: PreparedScan, labels_network: np.ndarray,
+                    hu_network: np.ndarray | None, recovered: np.ndarray | None):
         """Default and aerated lungs on the native grid (lungct.ct.conventions), in calibrated HU."""
         from lungct.ct.conventions import Conventions, two_conventions
 
-        if self.window is None or not self.lung_model:  # no HU to refine with, or not lungs to refine
+        if hu_network is None:  # no HU to refine with, or not lungs to refine
             lungs = np.where(probability >= 128, candidate, 0).astype(np.uint8)
             return Conventions(lungs, lungs, float("nan"), 0.0)
-        from lungct.ct.transforms.common import window_to_hu
-
         slope, intercept = stored_to_hu(prepared.case)
         return two_conventions(candidate, probability, prepared.scan.array, prepared.scan.affine,
-                               lambda hu: (hu - intercept) / slope, window_to_hu(prepared.image, self.window),
-                               labels_network, prepared.affine)
+                               lambda hu: (hu - intercept) / slope, hu_network, labels_network, prepared.affine,
+                               recovered=recovered)
 
     def join_tumours(self, lungs: np.ndarray, label_values: dict, scan: Scan):
         """(labels with the tumour model's tumours inside the lungs, label values, each tumour measured)."""
