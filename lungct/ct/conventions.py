@@ -143,8 +143,10 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
     if recovered is None:
         lesions_network = dense_lesions(hu_network, labels_network, affine_network, threshold, p)
     else:  # thick lesions among what the network drew itself; all that was taken back
+        from scipy import ndimage as ndi
+
         lesions_network = dense_lesions(hu_network, np.where(recovered > 0, 0, labels_network), affine_network,
-                                        threshold, p) | (recovered > 0)
+                                        threshold, p) | ndi.binary_dilation(recovered > 0)  # and its interpolated rim
     box = bounding_box(probability > p.band[0], margin=1)  # no lung outside this box, nothing changes there
     lungs, aerated = np.zeros(candidate.shape, np.uint8), np.zeros(candidate.shape, np.uint8)
     lungs[box] = np.where(probability[box] >= 128, candidate[box], 0)
