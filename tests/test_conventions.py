@@ -259,15 +259,11 @@ def test_a_notch_too_large_for_its_lung_is_left_alone(chest):
     assert not carved_lesions(labels, hu, chest["affine"], ConventionParams(recover_max_fraction=0.02)).any()
 
 
-def test_a_single_slice_is_closed_in_its_plane(chest):
+def test_a_single_slice_gets_nothing_back(chest):
+    """Without the slices above and below, a closing cannot tell a lesion from a diaphragm dome."""
     k = chest["hu"].shape[2] // 2
-    one = {key: chest[key][:, :, k:k + 1] for key in ("hu", "lungs")}
     labels = carved(chest)[:, :, k:k + 1]
-    recovered = carved_lesions(labels, one["hu"], chest["affine"], P)
-    for name, lesion in chest["lesions"].items():
-        inside = lesion[:, :, k:k + 1]
-        assert inside.sum() > 30, name
-        assert (recovered[inside] == one["lungs"][inside]).mean() >= 0.35, name  # a disc reaches further in than a ball
+    assert not carved_lesions(labels, chest["hu"][:, :, k:k + 1], chest["affine"], P).any()
 
 
 # ---------------------------------------------------------------------------------------- the band

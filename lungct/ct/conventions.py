@@ -83,27 +83,25 @@ def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_ne
                    p: ConventionParams = ConventionParams()) -> np.ndarray:
     """uint8 lung labels of soft tissue in the notches of each lung's surface, on the network's grid (0
     elsewhere): what a closing by a ball of `recover_radius_mm` adds to the lung there, where the network
-    cut a lesion out. Run at about `recover_spacing_mm`; one slice is closed in its plane."""
+    cut a lesion out. Run at about `recover_spacing_mm`. Never on a single slice: without the slices above
+    and below, a diaphragm dome or the heart's edge is wrapped in lung just as a lesion is."""
     from scipy import ndimage as ndi
 
     from lungct.morphology import analysis_strides, close_mm, upsample_nearest
 
     spacing = voxel_spacing(affine_network)
     out = np.zeros(labels_network.shape, np.uint8)
-    if p.recover_radius_mm <= 0:
+    if p.recover_radius_mm <= 0 or labels_network.shape[2] == 1:
         return out
-    in_plane = labels_network.shape[2] == 1
     lungs = labels_network > 0
     for value in np.unique(labels_network[lungs]):
         own = labels_network == value
-        box = bounding_box(own, margin=[0 if in_plane and a == 2 else int(np.ceil(p.recover_radius_mm / s)) + 1
-                                        for a, s in enumerate(spacing)])
+        box = bounding_box(own, margin=[int(np.ceil(p.recover_radius_mm / s)) + 1 for s in spacing])
         strides = analysis_strides(spacing, p.recover_spacing_mm, own[box].shape)
         coarse_spacing = [s * k for s, k in zip(spacing, strides)]
-        pad = [(0, 0) if in_plane and a == 2 else (int(np.ceil(p.recover_radius_mm / s)) + 1,) * 2
-               for a, s in enumerate(coarse_spacing)]  # a lung cut by the scan's edge goes on beyond it
+        pad = [(int(np.ceil(p.recover_radius_mm / s)) + 1,) * 2 for s in coarse_spacing]  # a lung the scan's edge cuts goes on
         coarse = np.pad(own[box][::strides[0], ::strides[1], ::strides[2]], pad, mode="edge")
-        closed = close_mm(coarse, p.recover_radius_mm, coarse_spacing, in_plane=in_plane)
+        closed = close_mm(coarse, p.recover_radius_mm, coarse_spacing)
         closed, coarse = (a[tuple(slice(lo, a.shape[i] - hi) for i, (lo, hi) in enumerate(pad))] for a in (closed, coarse))
         if not (closed & ~coarse).any():
             continue
@@ -112,10 +110,10 @@ def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_ne
         tissue = notch & (hu > p.recover_hu[0]) & (hu < p.recover_hu[1])
         if p.recover_min_thickness_mm > 0:  # slivers along a concave surface (the heart's) are no lesion
             radius = p.recover_min_thickness_mm / 2
-            tissue &= dilate_mm(erode_mm(tissue, radius, spacing, in_plane), radius + p.recover_rim_mm, spacing, in_plane)
+            tissue &= dilate_mm(erode_mm(tissue, radius, spacing), radius + p.recover_rim_mm, spacing)
         # Only tissue against the lung: behind air the network left out (a lung it missed in part) is the wall.
         parts, _ = ndi.label(tissue)
-        touching = np.unique(parts[dilate_mm(own[box], p.recover_contact_mm, spacing, in_plane) & (parts > 0)])
+        touching = np.unique(parts[dilate_mm(own[box], p.recover_contact_mm, spacing) & (parts > 0)])
         tissue = np.isin(parts, touching[touching > 0])
         if tissue.sum() > p.recover_max_fraction * own.sum():  # not notches: a lung the network got wrong
             continue
