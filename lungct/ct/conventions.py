@@ -43,7 +43,7 @@ class ConventionParams:
     lesion_margin_mm: float = 3.0  # lesions grown back this far beyond the opening (their rim against the pleura)
     recover_radius_mm: float = 40.0  # rolling ball that fills the notch a carved-out lesion leaves (0: off)
     recover_hu: tuple = (-100.0, 200.0)  # what it takes back: soft tissue (not fat, air or bone)
-    recover_spacing_mm: float = 3.0  # the closing runs on a grid this coarse (10x fewer voxels than 1.5 mm)
+    recover_spacing_mm: float = 4.5  # the closing runs on a grid this coarse (27x fewer voxels than 1.5 mm)
     recover_min_thickness_mm: float = 4.0  # what it takes back is this thick somewhere ...
     recover_rim_mm: float = 6.0  # ... or within this of such a core (the thin rim of the notch's lens)
     recover_contact_mm: float = 3.0  # and lies this near the lung (across the lesion's partial-volume edge)
@@ -112,9 +112,10 @@ def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_ne
             radius = p.recover_min_thickness_mm / 2
             tissue &= dilate_mm(erode_mm(tissue, radius, spacing), radius + p.recover_rim_mm, spacing)
         # Only tissue against the lung: behind air the network left out (a lung it missed in part) is the wall.
-        parts, _ = ndi.label(tissue)
-        touching = np.unique(parts[dilate_mm(own[box], p.recover_contact_mm, spacing) & (parts > 0)])
-        tissue = np.isin(parts, touching[touching > 0])
+        near = bounding_box(tissue, margin=[int(np.ceil(p.recover_contact_mm / s)) + 1 for s in spacing])
+        parts, _ = ndi.label(tissue[near])
+        touching = np.unique(parts[dilate_mm(own[box][near], p.recover_contact_mm, spacing) & (parts > 0)])
+        tissue[near] = np.isin(parts, touching[touching > 0])
         if tissue.sum() > p.recover_max_fraction * own.sum():  # not notches: a lung the network got wrong
             continue
         out[box][tissue] = value
