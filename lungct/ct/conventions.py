@@ -144,8 +144,10 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
     else:  # thick lesions among what the network drew itself; all that was taken back
         from scipy import ndimage as ndi
 
-        lesions_network = dense_lesions(hu_network, np.where(recovered > 0, 0, labels_network), affine_network,
-                                        threshold, p) | ndi.binary_dilation(recovered > 0)  # and its interpolated rim
+        taken = recovered > 0
+        lesions_network = dense_lesions(hu_network, np.where(taken, 0, labels_network), affine_network, threshold, p)
+        near = bounding_box(taken, margin=1)
+        lesions_network[near] |= ndi.binary_dilation(taken[near])  # and its interpolated rim
     box = bounding_box(probability > p.band[0], margin=1)  # no lung outside this box, nothing changes there
     lungs, aerated = np.zeros(candidate.shape, np.uint8), np.zeros(candidate.shape, np.uint8)
     lungs[box] = np.where(probability[box] >= 128, candidate[box], 0)
@@ -160,8 +162,8 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
     lungs_box[band] = np.where(keep, candidate[band], 0)
     for value in np.unique(candidate[band][~keep]):  # dense voxels the lung surrounds (vessels) stay in
         if value:
-            enclosed = fill_holes_2d(lungs_box == value) & (lungs_box == 0)
-            lungs_box[enclosed] = value
+            own = lungs_box[bounding_box(lungs_box == value)]  # a view: one lung's box
+            own[fill_holes_2d(own == value) & (own == 0)] = value
     aerated[box] = np.where(lesions & dense, 0, lungs_box)
     lesion_ml = float(lesions_network.sum() * np.prod(voxel_spacing(affine_network)) / 1000)
     return Conventions(lungs, aerated, round(threshold, 1), round(lesion_ml, 2))
