@@ -165,10 +165,9 @@ class LesionSynthesis:
         import dataclasses
 
         from lungct.ct.lesions import LesionParams
-
-        self.prob, self.window = float(prob), window
         from lungct.recipes import _suggest
 
+        self.prob, self.window = float(prob), window
         known = {f.name for f in dataclasses.fields(LesionParams)}
         unknown = sorted(set(params or {}) - known)
         if unknown:

@@ -26,9 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from lungct.geometry import labels_to_grid, shifted_affine, voxel_spacing
-from lungct.morphology import bounding_box, dilate_mm, erode_mm, fill_holes_2d
+from lungct.morphology import (analysis_strides, bounding_box, close_mm, dilate_mm, erode_mm, fill_holes_2d,
+                               upsample_nearest)
 
 SOFT_TISSUE_HU = 40.0
 
@@ -85,10 +87,6 @@ def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_ne
     elsewhere): what a closing by a ball of `recover_radius_mm` adds to the lung there, where the network
     cut a lesion out. Run at about `recover_spacing_mm`. Never on a single slice: without the slices above
     and below, a diaphragm dome or the heart's edge is wrapped in lung just as a lesion is."""
-    from scipy import ndimage as ndi
-
-    from lungct.morphology import analysis_strides, close_mm, upsample_nearest
-
     spacing = voxel_spacing(affine_network)
     out = np.zeros(labels_network.shape, np.uint8)
     if p.recover_radius_mm <= 0 or labels_network.shape[2] == 1:
@@ -125,8 +123,6 @@ def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_ne
 def surface_ring(labels_network: np.ndarray) -> np.ndarray:
     """uint8 1 within one network voxel of the lungs' surface: the band may only move the boundary there,
     never bring in air the model left out far from the lungs (gas, airways, air outside the body)."""
-    from scipy import ndimage as ndi
-
     lung = labels_network > 0
     cross = ndi.generate_binary_structure(lung.ndim, 1)
     return (ndi.binary_dilation(lung, cross) & ~ndi.binary_erosion(lung, cross)).astype(np.uint8)
@@ -142,8 +138,6 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
     if recovered is None:
         lesions_network = dense_lesions(hu_network, labels_network, affine_network, threshold, p)
     else:  # thick lesions among what the network drew itself; all that was taken back
-        from scipy import ndimage as ndi
-
         taken = recovered > 0
         lesions_network = dense_lesions(hu_network, np.where(taken, 0, labels_network), affine_network, threshold, p)
         near = bounding_box(taken, margin=1)
