@@ -170,6 +170,23 @@ def test_dense_lesions_are_thick_objects_never_vessels(spacing):
     assert not (found & (hu < P.boundary_hu)).any()  # only dense voxels
 
 
+
+def test_a_12_mm_nodule_on_5_mm_slices_is_a_lesion_and_an_8_mm_vessel_is_not():
+    """Like radiomics-lung1's tumour (12-14 mm across in two 5 mm slices, less in the next): its centre
+    between two slices, so no 11 mm ball fits its voxels, yet it is a lesion (the ball-only test found none
+    of it)."""
+    spacing = (1.5, 1.5, 5.0)
+    shape = (48, 48, 9)
+    centres = np.moveaxis(np.indices(shape), 0, -1) * np.array(spacing)
+    labels = np.ones(shape, np.uint8)
+    nodule = np.linalg.norm((centres - [36, 24, 22.5]) / [6.0, 6.0, 8.0], axis=-1) <= 1  # 12 mm in slices 4-5
+    rod = np.hypot(centres[..., 0] - 36, centres[..., 1] - 54) <= 4.0  # an 8 mm vessel through every slice
+    hu = np.where(nodule | rod, 40.0, -850.0)
+    found = dense_lesions(hu, labels, np.diag([*spacing, 1.0]), P.boundary_hu, P)
+    assert sorted(set(np.nonzero(nodule)[2])) == [3, 4, 5, 6]
+    assert found[nodule].mean() > 0.9
+    assert not found[rod].any()
+
 def test_lesions_touching_the_pleura_stay_in_lungs_and_leave_aerated(chest):
     result = run(chest)
     outside = chest["lungs"] == 0

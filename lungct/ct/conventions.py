@@ -72,13 +72,24 @@ def boundary_hu(hu_network: np.ndarray, labels_network: np.ndarray, native_spaci
 
 def dense_lesions(hu_network: np.ndarray, labels_network: np.ndarray, affine_network: np.ndarray, threshold_hu: float,
                   p: ConventionParams) -> np.ndarray:
-    """Dense objects inside the lungs thicker than a vessel, on the network's grid (bool)."""
+    """Dense objects inside the lungs thick enough to hold a ball of `lesion_min_diameter_mm` (vessels are
+    thinner), grown back by `lesion_margin_mm`, on the network's grid (bool). On slices thicker than a
+    quarter of that diameter a nodule spans too few of them for a ball (a 13 mm nodule: three 5 mm slices,
+    the outer two in partial volume), so there it need only hold, in one slice, the ball's cross-section half
+    a slice from its centre, and grows back through the neighbouring slices."""
     spacing = voxel_spacing(affine_network)
     dense = (hu_network >= threshold_hu) & (labels_network > 0)
-    radius = p.lesion_min_diameter_mm / 2
-    in_plane = spacing[2] > radius or dense.shape[2] == 1  # thick slices: a disc per slice
-    cores = erode_mm(dense, radius, spacing, in_plane=in_plane)
-    return dilate_mm(cores, radius + p.lesion_margin_mm, spacing, in_plane=in_plane) & dense
+    radius, grow = p.lesion_min_diameter_mm / 2, p.lesion_min_diameter_mm / 2 + p.lesion_margin_mm
+    if dense.shape[2] == 1:  # one slice: a disc
+        return dilate_mm(erode_mm(dense, radius, spacing, in_plane=True), grow, spacing, in_plane=True) & dense
+    if spacing[2] <= radius / 2:
+        return dilate_mm(erode_mm(dense, radius, spacing), grow, spacing) & dense
+    section = np.sqrt(radius ** 2 - min(spacing[2], radius) ** 2 / 4)
+    lesions = dilate_mm(erode_mm(dense, section, spacing, in_plane=True), grow, spacing, in_plane=True)
+    reach = int(grow // spacing[2])
+    if reach:
+        lesions = ndi.binary_dilation(lesions, np.ones((1, 1, 2 * reach + 1), bool))
+    return lesions & dense
 
 
 def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_network: np.ndarray,
