@@ -14,7 +14,7 @@ import pytest
 from scipy import ndimage as ndi
 
 import phantoms
-from lungct.ct.conventions import (ConventionParams, boundary_hu, carved_lesions, dense_lesions, surface_ring,
+from lungct.ct.conventions import (ConventionParams, boundary_hu, carved_lesions, dense_lesions, lesion_end_caps, surface_ring,
                                    two_conventions)
 
 P = ConventionParams()
@@ -282,6 +282,34 @@ def test_a_single_slice_gets_nothing_back(chest):
     labels = carved(chest)[:, :, k:k + 1]
     assert not carved_lesions(labels, chest["hu"][:, :, k:k + 1], chest["affine"], P).any()
 
+
+
+def test_a_lesion_at_the_base_of_the_lung_gets_its_end_one_thick_slice_on():
+    """Like radiomics-lung2's tumour: against the wall at the lung's base, taken back in its upper 5 mm
+    slices; its lowest slice, where the lung is only a strip beside it, comes with it under the
+    cross-section above shrunk by cap_shrink_mm: never bone, never a slice further."""
+    spacing, shape = (1.5, 1.5, 5.0), (64, 64, 8)
+    affine = np.diag([*spacing, 1.0])
+    x, y = np.indices(shape[:2])
+    lung = np.zeros(shape, np.uint8)
+    lung[8:56, 8:56, 2:] = 1
+    lung[8:44, 8:56, 1] = 1  # the lowest slice: lung only beside the tumour
+    tumour = np.zeros(shape, bool)
+    tumour[:, :, 1:5] = (np.hypot(x - 48, y - 32) <= 9)[..., None]  # against the wall at x = 56
+    hu = np.where(lung > 0, -850.0, 40.0)
+    hu[tumour] = 40.0
+    hu[58:, :, :] = 400.0  # a rib beyond the wall
+    labels = np.where(tumour, 0, lung).astype(np.uint8)  # the network cut the tumour out ...
+    recovered = np.where(tumour & (np.arange(8) >= 2), 1, 0).astype(np.uint8)  # ... the closing took its upper slices
+    capped = lesion_end_caps(recovered, labels, hu, affine, P)
+    end = tumour[:, :, 1]
+    assert (recovered[:, :, 1] == 0).all()
+    within = (np.hypot(x - 48, y - 32) <= 9 - P.cap_shrink_mm / 1.5)
+    assert (capped[:, :, 1][within & end] == 1).all()
+    assert (capped[:, :, 1] > 0).sum() <= end.sum()
+    assert not (capped[:, :, 0] > 0).any()  # a slice further: no lung there to touch
+    assert not (capped[hu >= P.recover_hu[1]] > 0).any()
+    assert ((capped > 0) & (recovered == 0) & ~tumour).sum() == 0
 
 # ---------------------------------------------------------------------------------------- the band
 

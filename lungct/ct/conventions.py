@@ -50,6 +50,8 @@ class ConventionParams:
     recover_rim_mm: float = 6.0  # ... or within this of such a core (the thin rim of the notch's lens)
     recover_contact_mm: float = 3.0  # and lies this near the lung (across the lesion's partial-volume edge)
     recover_max_fraction: float = 0.25  # more than this share of the lung's volume: nothing is taken back
+    cap_min_slice_mm: float = 3.0  # on slices this thick, a lesion's end is taken one slice on ...
+    cap_shrink_mm: float = 3.0  # ... under its cross-section shrunk by this (a lesion narrows to its end)
 
 
 @dataclass
@@ -128,6 +130,36 @@ def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_ne
         if tissue.sum() > p.recover_max_fraction * own.sum():  # not notches: a lung the network got wrong
             continue
         out[box][tissue] = value
+    if spacing[2] >= p.cap_min_slice_mm:
+        out = lesion_end_caps(out, labels_network, hu_network, affine_network, p)
+    return out
+
+
+def lesion_end_caps(recovered: np.ndarray, labels_network: np.ndarray, hu_network: np.ndarray,
+                    affine_network: np.ndarray, p: ConventionParams) -> np.ndarray:
+    """`recovered` with each lesion's ends taken one slice on. Beyond a lesion's last slice against the lung
+    no lung lies to close over (radiomics-lung2's tumour at the base of the lung: its lowest two 5 mm slices),
+    so there its end is the soft tissue under its cross-section shrunk by `cap_shrink_mm`, where that lies
+    within `recover_contact_mm` of its lung in the slice (before the shrinking). A lesion is what was taken back and the thick soft-tissue objects the network
+    kept in the lung itself."""
+    spacing = voxel_spacing(affine_network)
+    joined = np.where(recovered > 0, recovered, labels_network)
+    lesions = np.where(dense_lesions(hu_network, joined, affine_network, p.recover_hu[0], p), joined, 0)
+    soft = (hu_network > p.recover_hu[0]) & (hu_network < p.recover_hu[1]) & (joined == 0)
+    in_slice = np.zeros((3, 3, 3), bool)
+    in_slice[:, :, 1] = ndi.generate_binary_structure(2, 1)
+    out = recovered.copy()
+    for value in np.unique(lesions[lesions > 0]):
+        box = bounding_box(joined == value, margin=[1, 1, 1])  # the lung's box and a slice above and below
+        footprint = erode_mm(lesions[box] == value, p.cap_shrink_mm, spacing, in_plane=True)
+        ends = np.zeros(footprint.shape, bool)
+        ends[:, :, 1:] |= footprint[:, :, :-1]
+        ends[:, :, :-1] |= footprint[:, :, 1:]
+        ends &= soft[box] & (out[box] == 0)
+        parts, _ = ndi.label(ends, in_slice)
+        reach = p.cap_shrink_mm + p.recover_contact_mm  # from the lung to the shrunk cross-section
+        touching = np.unique(parts[dilate_mm(labels_network[box] == value, reach, spacing, in_plane=True)])
+        out[box][np.isin(parts, touching[touching > 0])] = value
     return out
 
 
