@@ -13,12 +13,13 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 from click.testing import CliRunner
 
 from lungct.cli import main
 from lungct.errors import LungctError
 from lungct.io import load_scan
-from lungct.ct.postprocess import fill_holes, keep_main_components, restrict_to_roi
+from lungct.ct.postprocess import fill_holes, gas_outside_lungs, keep_main_components, postprocess, restrict_to_roi
 from conftest import LABELS, SPACING
 from phantoms import dice, make_phantom, orientations, write_dicom_series, write_itk, write_nifti
 
@@ -227,3 +228,30 @@ def test_postprocess_drops_specks_keeps_a_large_second_part_and_fills_holes():
     roi = np.zeros(labels.shape, bool)
     roi[:20] = True
     assert not restrict_to_roi(cleaned, roi)[20:].any()
+
+
+def test_stomach_gas_labelled_as_lung_is_dropped_and_a_bulla_in_the_lung_is_not():
+    """imlab-id002's error: a 2D network labelled the fundus gas under the left lung, and the diaphragm
+    between, as left lung. Dropped: the gas, pure air apart from the lung's air and outside its outline. Kept:
+    a 30 mm bulla (pure air inside the right lung) and every lung voxel; on a single slice nothing."""
+    ph = make_phantom((96, 96, 60), (3.0, 3.0, 3.0), stomach_gas=True, seed=5)
+    hu = ph.array.astype(np.float32)
+    world = np.moveaxis(np.indices(hu.shape), 0, -1) @ ph.affine[:3, :3].T + ph.affine[:3, 3]
+    right = np.argwhere(ph.lungs == 1)
+    bulla = np.linalg.norm(world - world[tuple(right[len(right) // 2])], axis=-1) <= 15
+    bulla &= ph.lungs == 1
+    hu[bulla] = -1000.0
+    bridge = ndi.binary_dilation(ph.gas, iterations=2) & ndi.binary_dilation(ph.lungs == 2, iterations=2)
+    bridge = (bridge | ndi.binary_dilation(ph.gas)) & (ph.lungs == 0)  # the diaphragm between, the gas's rim
+    network = np.where(ph.gas | bridge, 2, ph.lungs).astype(np.uint8)
+    assert network[ph.gas].all() and bulla.sum() * 27 / 1000 > 5  # mL: big enough to be judged
+    gas = gas_outside_lungs(network, [1, 2], hu, ph.affine)
+    assert gas[ph.gas].all() and not gas[ph.lungs > 0].any() and not gas[bulla].any()
+    cleaned, _ = postprocess(network, [1, 2], hu=hu, affine=ph.affine)
+    assert not cleaned[ph.gas].any()
+    assert (cleaned[ph.lungs > 0] == ph.lungs[ph.lungs > 0]).all()
+    assert dice(cleaned > 0, ph.lungs > 0) > 0.99
+    k = int(np.argwhere(ph.gas)[0][2])
+    assert not gas_outside_lungs(network[:, :, k:k + 1], [1, 2], hu[:, :, k:k + 1], ph.affine).any()
+    unchanged, _ = postprocess(network, [1, 2])  # without HU: as before
+    assert unchanged[ph.gas].all()

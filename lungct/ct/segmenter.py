@@ -176,9 +176,11 @@ class CTSegmenter(Segmenter):
         start = time.perf_counter()
         values = model.channel_values
         foreground = [int(v) for v in values if v != 0]
-        labels, components = postprocess(labels, foreground, prepared.roi, self.min_component_fraction)
+        hu_network = self.hu_network(prepared)
+        labels, components = postprocess(labels, foreground, prepared.roi, self.min_component_fraction,
+                                         hu_network, prepared.affine)
         label_values = {model.names[int(v)]: int(v) for v in values}
-        hu_network, recovered, scores = self.recover_lesions(labels, scores[values != 0], foreground, prepared)
+        recovered, scores = self.recover_lesions(labels, scores[values != 0], foreground, prepared, hu_network)
         if recovered is not None:
             labels = np.where(recovered > 0, recovered, labels)
         candidate, probability = smooth_probabilities_to_grid(labels, scores, foreground, prepared.affine,
@@ -229,21 +231,28 @@ class CTSegmenter(Segmenter):
                         processing={"image": prepared.image, "labels": labels, "roi": prepared.roi,
                                     "affine": prepared.affine})
 
-    def recover_lesions(self, labels: np.ndarray, scores: np.ndarray, foreground: list, prepared: PreparedScan):
-        """(HU on the network grid, the lesions the network carved out of the lungs' surface as lung labels,
-        foreground scores certain there): lungct.ct.conventions.carved_lesions; (None, None, scores) when
-        there is no HU to judge by or the model segments no lungs."""
+    def hu_network(self, prepared: PreparedScan) -> np.ndarray | None:
+        """HU on the network's grid, from its windowed input; None when there is no HU to judge by or the
+        model segments no lungs (then there is no gas to drop or lesion to take back)."""
         if self.window is None or not self.lung_model:
-            return None, None, scores
-        from lungct.ct.conventions import carved_lesions
+            return None
         from lungct.ct.transforms.common import window_to_hu
 
-        hu_network = window_to_hu(prepared.image, self.window)
+        return window_to_hu(prepared.image, self.window)
+
+    def recover_lesions(self, labels: np.ndarray, scores: np.ndarray, foreground: list, prepared: PreparedScan,
+                        hu_network: np.ndarray | None):
+        """(the lesions the network carved out of the lungs' surface as lung labels, foreground scores
+        certain there): lungct.ct.conventions.carved_lesions; (None, scores) without `hu_network`."""
+        if hu_network is None:
+            return None, scores
+        from lungct.ct.conventions import carved_lesions
+
         recovered = carved_lesions(labels, hu_network, prepared.affine)
         where = recovered > 0
         for channel, value in zip(scores, foreground):  # scores is already a copy (boolean indexing)
             channel[where] = np.where(recovered[where] == value, 255, 0)
-        return hu_network, recovered, scores
+        return recovered, scores
 
     def conventions(self, candidate, probability, prepared: PreparedScan, labels_network: np.ndarray,
                     hu_network: np.ndarray | None, recovered: np.ndarray | None):
