@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 
 import phantoms
 from lungct.ct.conventions import (ConventionParams, boundary_hu, carved_lesions, dense_lesions, lesion_end_caps, surface_ring,
+                                  where_network_doubts,
                                    two_conventions)
 
 P = ConventionParams()
@@ -283,6 +284,23 @@ def test_a_single_slice_gets_nothing_back(chest):
     assert not carved_lesions(labels, chest["hu"][:, :, k:k + 1], chest["affine"], P).any()
 
 
+
+def test_what_the_network_was_sure_is_not_that_lung_is_not_taken_back(chest):
+    """The three carved-out lesions: where the network gave the lesion's own lung some probability it comes
+    back; where it was sure (score below recover_min_probability), as for the aorta, it does not; a score
+    for the other lung does not count."""
+    labels = carved(chest)
+    recovered = carved_lesions(labels, chest["hu"], chest["affine"], P)
+    scores = np.zeros((2, *labels.shape), np.uint8)
+    doubted = chest["lesions"]["chest wall"]  # right lung (1)
+    scores[0][doubted] = 20
+    scores[1][chest["lesions"]["spine"]] = 200  # the spine lesion is in the right lung: the left's score is no doubt
+    kept = where_network_doubts(recovered, scores, [1, 2], P)
+    assert (kept[doubted] == recovered[doubted]).all() and (kept[doubted] == 1).mean() >= 0.5
+    assert not kept[chest["lesions"]["spine"]].any() and not kept[chest["lesions"]["mediastinum"]].any()
+    assert not (kept & ~(recovered > 0)).any()
+    everything = where_network_doubts(recovered, np.full(scores.shape, 2, np.uint8), [1, 2], P)
+    assert (everything == recovered).all()  # 2 of 255 is doubt enough
 
 def test_a_lesion_at_the_base_of_the_lung_gets_its_end_one_thick_slice_on():
     """Like radiomics-lung2's tumour: against the wall at the lung's base, taken back in its upper 5 mm

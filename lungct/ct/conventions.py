@@ -50,6 +50,7 @@ class ConventionParams:
     recover_rim_mm: float = 6.0  # ... or within this of such a core (the thin rim of the notch's lens)
     recover_contact_mm: float = 3.0  # and lies this near the lung (across the lesion's partial-volume edge)
     recover_max_fraction: float = 0.25  # more than this share of the lung's volume: nothing is taken back
+    recover_min_probability: float = 0.005  # ... nor where the network was sure it is not that lung
     cap_min_slice_mm: float = 3.0  # on slices this thick, a lesion's end is taken one slice on ...
     cap_shrink_mm: float = 3.0  # ... under its cross-section shrunk by this (a lesion narrows to its end)
 
@@ -132,6 +133,19 @@ def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_ne
         out[box][tissue] = value
     if spacing[2] >= p.cap_min_slice_mm:
         out = lesion_end_caps(out, labels_network, hu_network, affine_network, p)
+    return out
+
+
+def where_network_doubts(recovered: np.ndarray, scores: np.ndarray, values, p: ConventionParams) -> np.ndarray:
+    """`recovered` without the voxels whose own lung's uint8 score (`scores`, one channel per label in
+    `values`) is below `recover_min_probability`. The closing proposes every notch; a network trained on
+    lesions painted into the lungs still gives a carved-out lesion some probability of lung, but none to the
+    aorta, the oesophagus or a diaphragm dome wrapped by the lung (on the lesion-free volumes half or more of
+    what the closing takes). Scores are on the same grid."""
+    out = recovered.copy()
+    floor = p.recover_min_probability * 255
+    for channel, value in zip(scores, values):
+        out[(recovered == value) & (channel < floor)] = 0
     return out
 
 

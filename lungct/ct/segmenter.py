@@ -243,12 +243,14 @@ class CTSegmenter(Segmenter):
     def recover_lesions(self, labels: np.ndarray, scores: np.ndarray, foreground: list, prepared: PreparedScan,
                         hu_network: np.ndarray | None):
         """(the lesions the network carved out of the lungs' surface as lung labels, foreground scores
-        certain there): lungct.ct.conventions.carved_lesions; (None, scores) without `hu_network`."""
+        certain there): lungct.ct.conventions.carved_lesions, where the network was not sure they are not
+        lung; (None, scores) without `hu_network`."""
         if hu_network is None:
             return None, scores
-        from lungct.ct.conventions import carved_lesions
+        from lungct.ct.conventions import ConventionParams, carved_lesions, where_network_doubts
 
         recovered = carved_lesions(labels, hu_network, prepared.affine)
+        recovered = where_network_doubts(recovered, scores, foreground, ConventionParams())
         where = recovered > 0
         for channel, value in zip(scores, foreground):  # scores is already a copy (boolean indexing)
             channel[where] = np.where(recovered[where] == value, 255, 0)
