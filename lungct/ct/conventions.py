@@ -154,8 +154,8 @@ def lesion_end_caps(recovered: np.ndarray, labels_network: np.ndarray, hu_networ
     """`recovered` with each lesion's ends taken one slice on. Beyond a lesion's last slice against the lung
     no lung lies to close over (radiomics-lung2's tumour at the base of the lung: its lowest two 5 mm slices),
     so there its end is the soft tissue under its cross-section shrunk by `cap_shrink_mm`, where that lies
-    within `recover_contact_mm` of its lung in the slice (before the shrinking). A lesion is what was taken back and the thick soft-tissue objects the network
-    kept in the lung itself."""
+    within `recover_contact_mm` of its lung in the slice (before the shrinking). A lesion is what was taken
+    back and the thick soft-tissue objects the network kept in the lung itself."""
     spacing = voxel_spacing(affine_network)
     joined = np.where(recovered > 0, recovered, labels_network)
     lesions = np.where(dense_lesions(hu_network, joined, affine_network, p.recover_hu[0], p), joined, 0)

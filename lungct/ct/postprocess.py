@@ -66,7 +66,7 @@ def restrict_to_roi(labels: np.ndarray, roi: np.ndarray) -> np.ndarray:
 def gas_outside_lungs(labels: np.ndarray, values, hu: np.ndarray, affine: np.ndarray, air_hu: float = -700.0,
                       gas_hu: float = -950.0, min_ml: float = 5.0, rim_mm: float = 3.0) -> np.ndarray:
     """Voxels of a lung label that are gas beyond the lung (bool): the stomach's or the colon's under a
-    diaphragm dome, pneumothorax. A 2D network labels a slice of fundus gas under the left lung as lung
+    diaphragm dome. A 2D network labels a slice of fundus gas under the left lung as lung
     (imlab-id002: 38 mL), and the mirrored ROI covers it. Per label, the air (below `air_hu`) apart from its
     largest connected part, when a part holds `min_ml`, is pure gas (median below `gas_hu`: no vessels or
     parenchyma) and lies mostly outside the largest part's outline in its slices (airways and bullae lie
