@@ -148,3 +148,18 @@ def test_ct_slice_with_touching_lungs_gets_both_sides(shared_data):
     assert "one_lung" not in result.case["flags"]
     world_x = {label: (result.scan.affine @ [*np.argwhere(labels == label).mean(axis=0), 0, 1])[0] for label in (1, 2)}
     assert world_x[1] > world_x[2]  # label 1 (right) lies towards +x, the patient's right in RAS
+
+
+def test_a_field_of_view_that_cuts_the_lungs_still_gets_them(shared_data):
+    """copdgene-crop2: two full-resolution slices cropped through both lungs. The classical chain takes
+    lungs that touch the image's edge for air outside the body, so its ROI is empty and would clear every
+    label; the shipped model then runs unrestricted, says so, and matches the lobe reference."""
+    from lungct.ct.segmenter import NO_ROI_WARNING
+    from lungct.engine import load_segmenter
+
+    folder = shared_data / "ct-volumes" / "copdgene-crop2"
+    result = load_segmenter(None, "ct", device="cpu").segment(folder / "image.nrrd")
+    reference = load_scan(folder / "lobes.nrrd").array > 0
+    assert result.labels.shape == reference.shape
+    assert dice(result.labels > 0, reference) >= 0.97
+    assert NO_ROI_WARNING in result.warnings and "no lung found" not in result.warnings

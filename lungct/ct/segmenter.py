@@ -28,6 +28,10 @@ CROP_MARGIN_MM = 30.0  # context around the ROI the network sees (the U-Net's re
 # of the crop is read as air, 30 mm from the lungs' own boundary)
 
 
+NO_ROI_WARNING = ("the classical chain's lung ROI found no lung (a field of view that cuts through the lungs?): "
+                  "the network's labels are not restricted to it")
+
+
 @dataclass
 class PreparedScan:
     """A scan after the input chain: the network input on its grid, the ROI, and the chain's record."""
@@ -138,6 +142,10 @@ class CTSegmenter(Segmenter):
         prepared = prepare_scan(self.chain, scan)
         if not self.roi:
             prepared.roi = None
+        elif prepared.roi is not None and not prepared.roi.any():  # it would clear every label
+            prepared.roi = None  # its own "no lung found" is replaced by what that means here
+            kept = [w for w in prepared.case.get("warnings", []) if w != "no lung found"]
+            prepared.case["warnings"] = [*kept, NO_ROI_WARNING]
         return prepared
 
     def predict(self, image: np.ndarray, roi: np.ndarray | None = None,
