@@ -63,6 +63,13 @@ def largest_component(mask: np.ndarray, structure=None) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def parts_touching(mask: np.ndarray, seeds: np.ndarray, structure=None) -> np.ndarray:
+    """The connected parts of `mask` that overlap `seeds` (bool; `structure` as ndimage.label's)."""
+    parts, _ = ndi.label(mask, structure=structure)
+    hit = np.unique(parts[seeds & (parts > 0)])
+    return np.isin(parts, hit)
+
+
 def dilate_mm(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -> np.ndarray:
     """Dilation by a ball (or an axial disc when `in_plane`) of radius_mm."""
     if radius_mm <= 0 or not mask.any():

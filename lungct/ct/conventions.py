@@ -29,8 +29,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lungct.geometry import labels_to_grid, shifted_affine, voxel_spacing
-from lungct.morphology import (analysis_strides, bounding_box, close_mm, dilate_mm, erode_mm, fill_holes_2d,
-                               upsample_nearest)
+from lungct.morphology import (IN_PLANE, analysis_strides, bounding_box, close_mm, dilate_mm, erode_mm,
+                               fill_holes_2d, parts_touching, upsample_nearest)
 
 SOFT_TISSUE_HU = 40.0
 
@@ -125,9 +125,7 @@ def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_ne
             tissue &= dilate_mm(erode_mm(tissue, radius, spacing), radius + p.recover_rim_mm, spacing)
         # Only tissue against the lung: behind air the network left out (a lung it missed in part) is the wall.
         near = bounding_box(tissue, margin=[int(np.ceil(p.recover_contact_mm / s)) + 1 for s in spacing])
-        parts, _ = ndi.label(tissue[near])
-        touching = np.unique(parts[dilate_mm(own[box][near], p.recover_contact_mm, spacing) & (parts > 0)])
-        tissue[near] = np.isin(parts, touching[touching > 0])
+        tissue[near] = parts_touching(tissue[near], dilate_mm(own[box][near], p.recover_contact_mm, spacing))
         if tissue.sum() > p.recover_max_fraction * own.sum():  # not notches: a lung the network got wrong
             continue
         out[box][tissue] = value
@@ -160,8 +158,6 @@ def lesion_end_caps(recovered: np.ndarray, labels_network: np.ndarray, hu_networ
     joined = np.where(recovered > 0, recovered, labels_network)
     lesions = np.where(dense_lesions(hu_network, joined, affine_network, p.recover_hu[0], p), joined, 0)
     soft = (hu_network > p.recover_hu[0]) & (hu_network < p.recover_hu[1]) & (joined == 0)
-    in_slice = np.zeros((3, 3, 3), bool)
-    in_slice[:, :, 1] = ndi.generate_binary_structure(2, 1)
     out = recovered.copy()
     for value in np.unique(lesions[lesions > 0]):
         box = bounding_box(joined == value, margin=[1, 1, 1])  # the lung's box and a slice above and below
@@ -170,10 +166,9 @@ def lesion_end_caps(recovered: np.ndarray, labels_network: np.ndarray, hu_networ
         ends[:, :, 1:] |= footprint[:, :, :-1]
         ends[:, :, :-1] |= footprint[:, :, 1:]
         ends &= soft[box] & (out[box] == 0)
-        parts, _ = ndi.label(ends, in_slice)
         reach = p.cap_shrink_mm + p.recover_contact_mm  # from the lung to the shrunk cross-section
-        touching = np.unique(parts[dilate_mm(labels_network[box] == value, reach, spacing, in_plane=True)])
-        out[box][np.isin(parts, touching[touching > 0])] = value
+        near = dilate_mm(labels_network[box] == value, reach, spacing, in_plane=True)
+        out[box][parts_touching(ends, near, IN_PLANE)] = value
     return out
 
 

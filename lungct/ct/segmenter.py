@@ -143,8 +143,10 @@ class CTSegmenter(Segmenter):
         if not self.roi:
             prepared.roi = None
         elif prepared.roi is not None and not prepared.roi.any():  # it would clear every label
-            prepared.roi = None  # its own "no lung found" is replaced by what that means here
-            kept = [w for w in prepared.case.get("warnings", []) if w != "no lung found"]
+            from lungct.ct.transforms.lungs import NO_LUNG_WARNING
+
+            prepared.roi = None  # the chain's own warning is replaced by what it means here
+            kept = [w for w in prepared.case.get("warnings", []) if w != NO_LUNG_WARNING]
             prepared.case["warnings"] = [*kept, NO_ROI_WARNING]
         return prepared
 

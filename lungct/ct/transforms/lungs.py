@@ -30,6 +30,8 @@ from lungct.ct.transforms.separation import split_in_two, split_objects
 from lungct.keyed import KeyedTransform
 from lungct.ct.transforms.common import case_info, hu_to_stored, put_like, volume_of, affine_of
 
+NO_LUNG_WARNING = "no lung found"  # the case's warning when the chain finds no lung
+
 
 
 @dataclass
@@ -352,7 +354,7 @@ class LungMaskd(KeyedTransform):
         info["lungs"] = report
         info["lungs"]["params"] = asdict(self.params)
         if report["right_lung_ml"] + report["left_lung_ml"] == 0:
-            info["warnings"].append("no lung found")
+            info["warnings"].append(NO_LUNG_WARNING)
             info["flags"].append("no_lungs")
         elif min(report["right_lung_ml"], report["left_lung_ml"]) == 0:
             side = "right" if report["right_lung_ml"] == 0 else "left"
