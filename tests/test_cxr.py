@@ -471,8 +471,11 @@ def test_real_radiographs_masks_and_split(real_cxr):
     train = cxr_pairs(real_cxr / "images", real_cxr / "masks", real_cxr / "splits.csv", "train", check_values=False)
     validation = cxr_pairs(real_cxr / "images", real_cxr / "masks", real_cxr / "splits.csv", "validation",
                            check_values=False)
-    assert len(train) + len(validation) == 562 and len(validation) == 70
+    # 556 films: the six validation references that draw the heart shadow sit apart (shared data README)
+    assert len(train) + len(validation) == 556 and len(validation) == 64
     assert not {p[0] for p in train} & {p[0] for p in validation}
+    apart = {p.stem for p in (real_cxr / "heart-shadow-references").rglob("*.png")}
+    assert {"CHNCXR_0002_0", "CHNCXR_0297_0"} <= apart and not apart & {p[0] for p in train + validation}
     for name, image_path, mask_path in validation[::10]:
         radiograph = load_radiograph(image_path)
         assert radiograph.array.shape == (256, 256) and radiograph.photometric["bits"] == 8
