@@ -17,6 +17,7 @@ from pathlib import Path
 from lungct.batch import Outcome, guarded, limit_threads, run_cases, shard, threads_per_task
 from lungct.errors import LungctError
 from lungct.io import CaseSource, discover
+from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
 from lungct.io.volumes import NIFTI_SUFFIXES, PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of, write_json
 from lungct.segmentation import OutputPlan
 
@@ -107,9 +108,16 @@ class Job:
     case: CaseSource
     plan: OutputPlan
     record_failures: bool = True  # a failed case leaves a sidecar saying why (folder outputs)
+    writes_over: Path | None = None  # an output that is an input of the run (refused, never written)
+
+    def outputs(self) -> list[Path]:
+        plan = self.plan
+        return [path for path in (plan.mask, plan.json, plan.preview, *plan.dicom.values()) if path is not None]
 
     def refusal(self) -> str | None:
         """Why the outputs asked for cannot be made from this case, before any work."""
+        if self.writes_over is not None:
+            return f"its output {self.writes_over} {INPUT_REFUSAL}: give another output folder (-o)"
         if self.plan.dicom and (self.case.modality != "ct" or self.case.kind != "dicom"):
             kinds = "/".join(self.plan.dicom)
             return (f"--output-type {kinds} needs a DICOM CT series as input (no source series to reference); "
@@ -182,7 +190,7 @@ def segment_job(job: Job, options: InferOptions, threads: int | None = None, pre
     if threads:
         limit_threads(threads)
     outcome = guarded(job.name, job.source, _segment, job, options, prefetched)
-    if outcome.status == "failed" and job.record_failures:
+    if outcome.status == "failed" and job.record_failures and job.writes_over is None:
         write_json(job.plan.json, {"case": job.name, "status": "failed", "modality": job.case.modality,
                                    "source": str(job.source), "reason": outcome.reason,
                                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
@@ -194,6 +202,17 @@ def _segment(job: Job, options: InferOptions, prefetched=None) -> dict:
         raise prefetched
     segmenter, prepared, timings = prefetched or prefetch_job(job, options)
     return segmenter.end(prepared, timings).write(job.plan)
+
+
+def guard_inputs(jobs: list[Job], inputs: InputFiles, output: Path) -> None:
+    """Refuse every output that is an input file of the run (or a link to one): the one file `-o` names
+    fails the run, a case in a folder output fails alone (its mask named like its scan, in the scan's
+    folder), and is never written, nor its failure record."""
+    for job in jobs:
+        job.writes_over = next((path for path in job.outputs() if inputs.holds(path)), None)
+    if is_file_output(output) and jobs and jobs[0].writes_over is not None:
+        stem = output.name[: -len(suffix_of(output))]
+        inputs.refuse(jobs[0].writes_over, f"name the output otherwise (e.g. {stem}-mask{suffix_of(output)})")
 
 
 def is_done(job: Job) -> bool:
@@ -211,7 +230,7 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
           part_id: int = 0, scheduler: str | None = None, output_types=("nifti",)) -> list[Outcome]:
     """Segment every case found in `inputs`; resume (skip finished cases) unless `overwrite`."""
     options = options or InferOptions()
-    cases = discover([Path(p) for p in inputs])
+    cases = discovered = discover([Path(p) for p in inputs])
     if not cases:
         raise LungctError(", ".join(str(p) for p in inputs), "no scans or radiographs found (DICOM, NIfTI, NRRD, "
                                                               "MHA, PNG, JPEG, TIFF)")
@@ -229,8 +248,10 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
         raise LungctError(", ".join(map(str, inputs)), "--tta is for CT scans, not radiographs")
     cases = shard(cases, num_parts, part_id)
     jobs = plan_jobs(cases, Path(output), preview, output_types)
-    done = [job for job in jobs if not overwrite and is_done(job)]
-    if len(jobs) == 1 and (done or (jobs[0].plan.done_marker.exists() and not overwrite)):
+    inputs = InputFiles(path for case in discovered for path in case.paths)
+    guard_inputs(jobs, inputs, Path(output))
+    done = [job for job in jobs if not overwrite and job.writes_over is None and is_done(job)]
+    if len(jobs) == 1 and jobs[0].writes_over is None and (done or (jobs[0].plan.done_marker.exists() and not overwrite)):
         raise LungctError(jobs[0].plan.done_marker, "exists already (use --overwrite to replace it)")
     todo = [job for job in jobs if not any(job is d for d in done)]
     outcomes = [Outcome(j.name, str(j.source), "skipped", "done in an earlier run") for j in done]
@@ -239,7 +260,7 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
     folder = None if is_file_output(Path(output)) else Path(output)
 
     def report(_=None) -> None:
-        if folder is not None and folder.is_dir():
+        if folder is not None and folder.is_dir() and not any(map(inputs.holds, batch_tables(folder))):
             try:
                 write_batch_tables(folder)
             except Exception as err:  # the report must never cost the batch its masks
@@ -251,6 +272,11 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
                           prefetch=(lambda job: prefetch_job(job, options)) if len(todo) > 1 else None)
     report()
     return outcomes
+
+
+def batch_tables(folder: Path) -> list[Path]:
+    """The files a folder output gets besides its cases' own."""
+    return [folder / "report.html", folder / "statistics.csv"]
 
 
 def write_batch_tables(folder: Path) -> None:

@@ -25,6 +25,7 @@ from lungct.ct.segmenter import prepare_scan
 from lungct.errors import LungctError
 from lungct.geometry import geometry_summary, labels_to_grid, voxel_ml
 from lungct.io import CaseSource, Scan, discover, load_case, load_scan
+from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
 from lungct.io.volumes import atomic_path, write_json, write_nifti
 from lungct.labels import LUNG_LABELS, measure
 from lungct.recipes import Chain, load_recipe, recipe_digest
@@ -185,12 +186,22 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
     cases = shard(cases, num_parts, part_id)
     if num_parts == 1:  # with shards, other parts may be writing right now: leave their temporaries alone
         _remove_stale_temporaries(out_dir)
-    outcomes = [Outcome(c.name, str(c.source), "skipped", "done in an earlier run") for c in cases
-                if not overwrite and is_done(out_dir, c.name)]
+    inputs = InputFiles(path for case in cases for path in case.paths)
+    holding = {c.name: inputs.inside(out_dir / c.name) for c in cases}  # a case folder replaced whole takes it along
+    outcomes = [Outcome(c.name, str(c.source), "failed", f"{holding[c.name]} {INPUT_REFUSAL}: its case folder "
+                        f"{out_dir / c.name} would be replaced; give another output folder (-o)")
+                for c in cases if holding[c.name]]
+    cases = [c for c in cases if not holding[c.name]]
+    outcomes += [Outcome(c.name, str(c.source), "skipped", "done in an earlier run") for c in cases
+                 if not overwrite and is_done(out_dir, c.name)]
     todo = [c for c in cases if overwrite or not is_done(out_dir, c.name)]
-    if outcomes:
-        log(f"{len(outcomes)} of {len(cases)} case(s) already done in {out_dir} (resuming; --overwrite redoes them)")
-        _warn_recipe_change(out_dir, [o.name for o in outcomes], recipe, log)
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            log(f"error: {outcome.reason}")
+    skipped = [o for o in outcomes if o.status == "skipped"]
+    if skipped:
+        log(f"{len(skipped)} of {len(cases)} case(s) already done in {out_dir} (resuming; --overwrite redoes them)")
+        _warn_recipe_change(out_dir, [o.name for o in skipped], recipe, log)
     for case in cases:
         for note in case.notes:
             log(f"note: {note}")
