@@ -27,9 +27,11 @@ META_VERSION = 2
 REQUIRED = ("network", "dim", "labels", "input")
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, extra: dict | None = None) -> Path:
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, extra: dict | None = None,
+                    stages: dict | None = None) -> Path:
     """Write atomically (temporary name, then rename), so a crash never leaves a truncated checkpoint.
-    `meta` says its own format_version (lungct.training.model_meta writes the current one)."""
+    `meta` says its own format_version (lungct.training.model_meta writes the current one). `stages`: the
+    later networks of a cascade, {name: {"meta": ..., "state_dict": ...}} (CT: the lesion decision)."""
     meta = json.loads(json.dumps({"lungct_version": __version__,
                                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                   **meta}))
@@ -37,17 +39,36 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, extra:
     payload = {"format": FORMAT, "meta": meta,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "extra": extra or {}}
+    if stages:
+        payload["stages"] = {name: {"meta": json.loads(json.dumps(stage["meta"])),
+                                    "state_dict": {k: v.detach().cpu() for k, v in stage["state_dict"].items()}}
+                             for name, stage in stages.items()}
     path = Path(path)
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
     return path
 
 
+_READ: dict = {}  # (resolved path, size, mtime) -> payload: a checkpoint is read once per process
+_READ_KEEP = 4
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """The whole payload (meta upgraded to the current version, state_dict, extra)."""
+    """The whole payload (meta upgraded to the current version, state_dict, extra), read once per process
+    while the file is unchanged (callers must not modify it)."""
     path = Path(path)
     if not path.is_file():
         raise LungctError(path, "no such checkpoint file")
+    status = path.stat()
+    key = (str(path.resolve()), status.st_size, status.st_mtime_ns)
+    if key not in _READ:
+        while len(_READ) >= _READ_KEEP:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = _read_checkpoint_file(path)
+    return _READ[key]
+
+
+def _read_checkpoint_file(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or foreign pickled objects

@@ -31,7 +31,8 @@ DICOM_SUFFIX = {"dicom-seg": "-seg.dcm", "rtstruct": "-rtstruct.dcm"}
 class InferOptions:
     """Everything that shapes a segmenter; the same options load the same models on any worker."""
 
-    models: list[str] = field(default_factory=list)  # --model, each serving its own modality
+    models: list[str] = field(default_factory=list)  # --model, each serving its own modality (resolved paths
+    # once `infer` starts: 'latest' names the run that was newest then, for the whole batch)
     device: str = "auto"
     precision: str = "auto"
     tta: bool = False
@@ -46,6 +47,15 @@ class InferOptions:
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+def resolved(options: InferOptions) -> InferOptions:
+    """The options with every --model resolved to its checkpoint file, once, before any case runs."""
+    from dataclasses import replace
+
+    from lungct.models import resolve_model
+
+    return replace(options, models=[str(resolve_model(m)) for m in options.models])
 
 
 def make_segmenter(model, **options):
@@ -229,7 +239,7 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
           overwrite: bool = False, preview=None, progress: bool = True, log=print, num_parts: int = 1,
           part_id: int = 0, scheduler: str | None = None, output_types=("nifti",)) -> list[Outcome]:
     """Segment every case found in `inputs`; resume (skip finished cases) unless `overwrite`."""
-    options = options or InferOptions()
+    options = resolved(options or InferOptions())
     cases = discovered = discover([Path(p) for p in inputs])
     if not cases:
         raise LungctError(", ".join(str(p) for p in inputs), "no scans or radiographs found (DICOM, NIfTI, NRRD, "
@@ -312,12 +322,3 @@ def load_segmenter(model=None, modality: str = "ct", device: str = "auto", preci
     from lungct.models import Model
 
     return make_segmenter(Model.load(model, modality, device, precision), **options)
-
-
-def segment(path, model=None, device: str = "auto", **options):
-    """Segment one scan or radiograph (modality found from the file); returns the result (labels on the
-    input's own grid, `.measures`, `.write(plan)`)."""
-    cases = discover([Path(path)])
-    if len(cases) != 1:
-        raise LungctError(path, f"holds {len(cases)} cases; segment one at a time or use `lungct infer`")
-    return load_segmenter(model, cases[0].modality, device, **options).segment(cases[0])
