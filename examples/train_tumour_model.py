@@ -3,7 +3,7 @@ check it on the only two real NSCLC tumours there are (radiomics-lung1/2, never 
 
 No public tumour CT set beyond those two can be had here, so the training set is made: tumours of 8-60 mm
 (lobulated, spiculated, textured soft tissue, most against the pleura, the spine, the mediastinum or the
-diaphragm; lungct/ct/lesions.py) painted into the shared volumes and slices at their own resolution,
+diaphragm; lungct/ct/lesions/) painted into the shared volumes and slices at their own resolution,
 their masks written on the same grids. Then the NSCLC pipeline's second stage: `lungct train --config
 train-2d-tumour` (lung ROI, image masked outside it), `lungct infer --model ct-lungs-2d --model <tumour>` on
 the real cases, and Dice, volume, diameter and false-positive volume against their tumour labels.
