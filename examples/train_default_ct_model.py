@@ -1,6 +1,6 @@
-"""Retrain lungct's default CT model (lungct/weights/ct-lungs-2d.pt) from ../shared/data, from scratch.
+"""Retrain lungct's default CT model (lungct/weights/ct-lungs.pt) from ../shared/data, from scratch.
 
-The whole loop, as the model card describes it:
+The whole loop, as the model card (lungct/weights/ct-lungs.md) describes it:
  1. preprocess the shared CTs (volumes and the ct-slices) with `--recalibrate` at 1.5 mm;
  2. write the training labels on each scan's own grid: the manual masks where the data has them (ct-slices,
     imlab, copdgene), split into right (1) and left (2) by the chain's own right/left labels, else the
@@ -11,10 +11,20 @@ The whole loop, as the model card describes it:
  4. `lungct train --config ct-default-2d-finetune --init run/best.pt`: 12 more epochs from those weights with
     lesions in 80 % of the slices at a quarter of the learning rate (the lesion-inclusive convention learned
     harder; lungct/weights/ct-lungs-2d.md has the before/after);
- 5. copy the second stage's best checkpoint into lungct/weights/.
-radiomics-lung1/2 (the two real tumours) are left out of training: they are the held-out tumour check.
+ 5. the lesion decision (`lungct train --config ct-decision-3d --hosts`): a 3D network at 3 mm on host volumes
+    with lesions painted in 3D by family (lungct/ct/decision/families.py): imlab-id001 and copdgene-ct64 with
+    their references, chest-cta and abdomen-couch with the second stage's `--aerated` masks as checked
+    pseudo-labels (each must agree with the classical chain's lungs, Dice >= 0.95, or the run stops);
+ 6. the second stage's network, the decision and the recorded post-processing composed into one
+    checkpoint (lungct.ct.cascade), copied into lungct/weights/ct-lungs.pt.
+radiomics-lung1/2 (the two real tumours) and imlab-id002 are never hosts of the decision: they are the held-out
+volumes of benchmarks/lesion_decision.py, as are its held-out lesion families.
 
-    python examples/train_default_ct_model.py work/ [--skip-prep] [--stages 1|2] [--train-args "--epochs 2"] [--no-install]
+    python examples/train_default_ct_model.py work/ [--skip-prep] [--stages 1|2|3] [--decision-only]
+                                                    [--train-args "--epochs 2"] [--no-install]
+
+--decision-only trains stage 5 on the shipped model's lung network (about 1.5 hours on two cores); the
+whole loop takes about 3.5 hours.
 """
 from __future__ import annotations
 
@@ -89,28 +99,95 @@ def prepare(work: Path) -> tuple[Path, Path]:
     return prep, labels
 
 
+DECISION_HOSTS = {  # case -> (scan, labels: a manual reference, or None for a checked pseudo-label)
+    "imlab-id001": ("ct-volumes/imlab-id001/image.nii.gz", "ct-volumes/imlab-id001/lungs.nii.gz"),
+    "copdgene-ct64": ("ct-volumes/copdgene-ct64/image.nrrd", "ct-volumes/copdgene-ct64/lungs-lr.nii.gz"),
+    "chest-cta": ("ct-volumes/chest-cta/image.nii.gz", None),
+    "abdomen-couch": ("ct-volumes/abdomen-couch/dicom", None),
+}
+PSEUDO_LABEL_MIN_DICE = 0.95
+
+
+def checked_pseudo_label(case: str, mask: Path) -> None:
+    """Stop unless the lung model's mask agrees with the classical chain's lungs (Dice), where either has
+    enough lung to compare (abdomen-couch shows only the lung bases)."""
+    from lungct.ct.preprocess import preprocess_scan
+    from lungct.evaluate import read_labels
+    from lungct.io import load_scan
+    from lungct.metrics import overlap
+
+    labels, _ = read_labels(mask)
+    chain = preprocess_scan(load_scan(DATA / DECISION_HOSTS[case][0])).lungs_native > 0
+    if labels.sum() < 2000 and chain.sum() < 2000:
+        print(f"pseudo-label {case}: {labels.sum()} / {chain.sum()} voxels of lung (model / chain): no check")
+        return
+    dice = overlap(labels > 0, chain)["dice"]
+    print(f"pseudo-label {case}: Dice {dice:.4f} against the classical chain")
+    if dice < PSEUDO_LABEL_MIN_DICE:
+        sys.exit(f"error: {mask}: the pseudo-label disagrees with the classical chain (Dice {dice:.3f})")
+
+
+def decision_hosts(work: Path, lung_model: str) -> Path:
+    """hosts.csv for the lesion decision: references where there are, checked pseudo-labels elsewhere; the
+    lung model's right/left masks give binary references their sides."""
+    masks = work / "pseudo-labels"
+    scans = work / "decision-scans"
+    scans.mkdir(parents=True, exist_ok=True)
+    for case, (scan, _) in DECISION_HOSTS.items():
+        link = scans / (case + "".join(Path(scan).suffixes) if Path(scan).suffix else case)
+        if not link.exists():
+            link.symlink_to(DATA / scan)
+    subprocess.run([sys.executable, "-m", "lungct", "infer", str(scans), "-o", str(masks), "--aerated", "--model",
+                    lung_model, "--no-preview", "--quiet", "--overwrite"], check=True)
+    rows = ["name,scan,labels,sides"]
+    for case, (scan, reference) in DECISION_HOSTS.items():
+        mask = masks / f"{case}.nii.gz"
+        if reference is None:
+            checked_pseudo_label(case, mask)
+        rows.append(f"{case},{DATA / scan},{DATA / reference if reference else mask},{mask}")
+    hosts = work / "hosts.csv"
+    hosts.write_text("\n".join(rows) + "\n")
+    return hosts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work", type=Path, help="working folder for the preprocessed data, labels and the run")
     parser.add_argument("--skip-prep", action="store_true", help="reuse work/prep and work/labels")
-    parser.add_argument("--train-args", default="", help="extra arguments for `lungct train`")
-    parser.add_argument("--stages", type=int, choices=(1, 2), default=2, help="1: the first stage only")
-    parser.add_argument("--no-install", action="store_true", help="leave lungct/weights/ct-lungs-2d.pt alone")
+    parser.add_argument("--train-args", default="", help="extra arguments for the 2D stages' `lungct train`")
+    parser.add_argument("--stages", type=int, choices=(1, 2, 3), default=3,
+                        help="1: the first 2D stage only; 2: both 2D stages; 3: and the lesion decision")
+    parser.add_argument("--decision-only", action="store_true",
+                        help="train only the lesion decision, on the shipped model's lung network")
+    parser.add_argument("--no-install", action="store_true", help="leave lungct/weights/ct-lungs.pt alone")
     args = parser.parse_args()
     if not DATA.is_dir():
-        sys.exit(f"error: {DATA}: the shared data folder is missing")
-    prep, labels = (args.work / "prep", args.work / "labels") if args.skip_prep else prepare(args.work)
-    stages = [("ct-default-2d", args.work / "run", []),
-              ("ct-default-2d-finetune", args.work / "run-finetune", ["--init", str(args.work / "run" / "best.pt")])]
-    for recipe, run, extra in stages[:args.stages]:
-        command = [sys.executable, "-m", "lungct", "train", "--dim", "2d", "--data", str(prep), "--labels", str(labels),
-                   "--config", recipe, "-o", str(run), *extra, *args.train_args.split()]
-        print("+", " ".join(command), flush=True)
-        subprocess.run(command, check=True)
+        sys.exit(f"error: {DATA}: the shipped data folder is missing")
+    lung_model = "ct-lungs"
+    if not args.decision_only:
+        prep, labels = (args.work / "prep", args.work / "labels") if args.skip_prep else prepare(args.work)
+        stages = [("ct-default-2d", args.work / "run", []),
+                  ("ct-default-2d-finetune", args.work / "run-finetune", ["--init", str(args.work / "run" / "best.pt")])]
+        for recipe, run, extra in stages[:args.stages]:
+            command = [sys.executable, "-m", "lungct", "train", "--dim", "2d", "--data", str(prep), "--labels",
+                       str(labels), "--config", recipe, "-o", str(run), *extra, *args.train_args.split()]
+            print("+", " ".join(command), flush=True)
+            subprocess.run(command, check=True)
+        lung_model = str(stages[min(args.stages, 2) - 1][1] / "best.pt")
+    if args.stages < 3 and not args.decision_only:
+        print(f"the lung network is {lung_model}; stage 3 (the lesion decision) not run")
+        return
+    hosts = decision_hosts(args.work, lung_model)
+    run = args.work / "run-decision"
+    command = [sys.executable, "-m", "lungct", "train", "--dim", "3d", "--config", "ct-decision-3d", "--hosts",
+               str(hosts), "--lung-model", lung_model, "-o", str(run)]
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
     if not args.no_install:
-        best, target = stages[args.stages - 1][1] / "best.pt", ROOT / "lungct" / "weights" / "ct-lungs-2d.pt"
-        shutil.copy2(best, target)
-        print(f"copied {best} -> {target}")
+        target = ROOT / "lungct" / "weights" / "ct-lungs.pt"
+        shutil.copy2(run / "cascade.pt", target)
+        print(f"copied {run / 'cascade.pt'} -> {target}")
+
 
 if __name__ == "__main__":
     main()

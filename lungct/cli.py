@@ -144,16 +144,25 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
                    "and labels must be the recipe's.")
 @click.option("--modality", type=click.Choice(["ct", "cxr"]), default="ct", show_default=True,
               help="cxr: chest radiographs (default recipe cxr-2d; --images radiographs, --labels masks).")
+@click.option("--hosts", type=click.Path(path_type=Path), default=None,
+              help="Lesion-decision recipes: a CSV of host volumes (name,scan,labels,sides).")
+@click.option("--lung-model", default=None, metavar="MODEL",
+              help="Lesion-decision recipes: the CT lung model the decision joins (default: the shipped one); "
+                   "the run then also writes cascade.pt, the two as one model.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @explained
 def train(dim, data, images, labels, output, config, set_values, epochs, batch_size, lr, max_minutes, device, resume,
-          init, modality, quiet):
+          init, modality, hosts, lung_model, quiet):
     """Train a segmentation network from a recipe; writes best.pt, last.pt, log.csv and plots.
 
     Validation runs the shipped inference on the validation cases' original inputs, so the Dice that
-    picks best.pt is what `lungct infer` + `lungct evaluate` give.
+    picks best.pt is what `lungct infer` + `lungct evaluate` give. A lesion-decision recipe
+    (pipelines/ct-decision-3d.yaml) trains the default CT model's 3D stage on --hosts instead.
     """
     import json
+
+    if config and is_decision_recipe(config):
+        return train_decision_stage(config, hosts, output, lung_model, device)
 
     from lungct.recipes import apply_overrides, load_recipe, parse_set_options
     from lungct.trainlog import default_run_dir
@@ -182,6 +191,26 @@ def train(dim, data, images, labels, output, config, set_values, epochs, batch_s
                         init=init, progress=not quiet, log=say)
     if int(os.environ.get("RANK", 0)) == 0:
         say(f"best validation Dice {best['val_mean_dice']:.4f} at epoch {best['best_epoch']} -> {out_dir}/best.pt")
+
+
+def is_decision_recipe(config: str) -> bool:
+    from lungct.ct.decision.training import decision_recipe_path
+
+    return decision_recipe_path(config) is not None
+
+
+def train_decision_stage(config: str, hosts: Path | None, output: Path | None, lung_model, device: str) -> None:
+    from lungct.ct.cascade import compose_cascade
+    from lungct.ct.decision.training import load_decision_recipe, read_hosts, train_decision
+    from lungct.models import pick_device
+
+    if hosts is None:
+        raise LungctError(config, "a lesion-decision recipe needs --hosts (a CSV: name,scan,labels,sides)")
+    recipe = load_decision_recipe(config)
+    out_dir = output or Path("lungct-work") / "runs" / recipe["name"]
+    decision = train_decision(recipe, read_hosts(hosts), out_dir, device=str(pick_device(device)), log=say)
+    cascade = compose_cascade(lung_model, decision, out_dir / "cascade.pt")
+    say(f"lesion decision -> {decision}; with the lung model -> {cascade}")
 
 
 @main.command()

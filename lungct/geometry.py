@@ -207,6 +207,14 @@ def labels_to_grid(labels: np.ndarray, affine: np.ndarray, shape, target_affine:
     return sitk_view_to_array(out)
 
 
+def field_to_grid(field: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray,
+                  default: float = 0.0) -> np.ndarray:
+    """A float32 field linearly interpolated onto another grid (any orientation or spacing)."""
+    source = array_to_sitk(np.asarray(field, np.float32), affine)
+    return sitk_view_to_array(_resample(source, shape, target_affine, sitk.sitkLinear, float(default),
+                                        sitk.sitkFloat32, False))
+
+
 def _resample(image: sitk.Image, shape, affine: np.ndarray, interpolator, default: float, pixel,
               extrapolate: bool) -> sitk.Image:
     """sitk.Resample onto the (x, y, z) grid (shape, affine), given by its geometry: a reference image

@@ -106,6 +106,7 @@ class Model:
         self.pad_value = float(meta["input"]["pad_value"])
         self._inferer = None
         self.channels_last = False  # NHWC weights and inputs (Model.load, 2D)
+        self.stages: dict = {}
 
     @classmethod
     def load(cls, model: str | Path | None = None, modality: str | None = None, device: str = "auto",
@@ -127,6 +128,7 @@ class Model:
         target = pick_device(device)
         network = network.to(target).eval()
         model = cls(network, meta, target, autocast_dtype(target, precision), path)
+        model.stages = payload.get("stages") or {}  # later stages of a cascade (CT: the lesion decision)
         if model.dim == 2:  # oneDNN's convolutions run a quarter faster on NHWC (measured, 2 cores)
             model.network, model.channels_last = network.to(memory_format=torch.channels_last), True
         return model

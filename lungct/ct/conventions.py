@@ -1,25 +1,22 @@
 """Two lung conventions from one prediction, at the scan's own resolution (docs/conventions.md).
 
-`lungs` (the default): everything inside the visceral pleura, nodules, tumours, consolidation and
-atelectasis included (the network is trained to keep them in). `aerated`: the same lungs without dense
-lesions; vessels and small airways stay in, as threshold-based references draw them.
+`lungs` (the default): everything inside the visceral pleura, tumours, consolidation and atelectasis
+included. `aerated`: the same lungs without dense lesions; vessels and small airways stay in, as
+threshold-based references draw them.
 
-Both come from the network's interpolated probability on the native grid:
-- the boundary is refined where the model is unsure (a thin band around its surface, where the
-  interpolated probability lies between `band`): there a voxel is lung when its calibrated HU is below the
-  air/tissue boundary, or when it belongs to a dense lesion the model kept in (never across one), or
-  when the lung surrounds it in its slice (a vessel);
-- dense lesions are the dense voxels (HU at or above the boundary) inside the lungs that survive an opening
-  by a ball of `lesion_min_diameter_mm` on the network's grid (vessels and the pleural rim are thinner and
-  vanish), grown back by `lesion_margin_mm` more; `aerated` leaves out their dense native voxels. Nodules
-  thinner than that stay in `aerated`, and where they touch the pleura the band may trim them from `lungs`.
-The boundary is -320 HU on fine grids; on scans coarser than `partial_volume_spacing_mm` it is half-way
-between the lungs' own density and soft tissue, as a voxel there is lung when most of it is lung.
+Both start from the 2D lung network's interpolated probability on the native grid, its boundary refined
+where the model is unsure (a thin band around its surface, where the interpolated probability lies
+between `band`): there a voxel is lung when the calibrated HU around it (its in-plane neighbourhood's
+mean, so that no HU value is a cliff in the lungs' histogram) is below the air/tissue boundary, or when it
+belongs to a lesion, or when the lung surrounds it in its slice (a vessel). The boundary is -320 HU on
+fine grids; on scans coarser than `partial_volume_spacing_mm` it is half-way between the lungs' own
+density and soft tissue, as a voxel there is lung when most of it is lung.
 
-Before either, `carved_lesions` takes back the dense tissue the network cut out of a lung's surface (a 2D
-network sees a tumour against the chest wall, the spine or the mediastinum on one slice, where it looks like
-the wall): the notch such a lesion leaves is filled by a closing with a ball of `recover_radius_mm` (the
-rolling ball of classical lung CAD), and its soft-tissue voxels count as a lesion of that lung.
+Which dense tissue is a lesion comes from the model's lesion decision (lungct.ct.decision: a 3D network
+that sees the whole chest): its lesions join the nearest lung in `lungs` and leave `aerated` where dense;
+dense voxels the 2D network drew as lung and the decision calls outside (a normal hilum, a diaphragm dome
+on thick slices) leave both. Without a decision (a single slice, or a model without that stage) the
+dense-lesion rule stands in: dense objects thick enough to hold a ball of `lesion_min_diameter_mm`.
 """
 from __future__ import annotations
 
@@ -28,11 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from lungct.geometry import labels_to_grid, shifted_affine, voxel_spacing
-from lungct.morphology import (IN_PLANE, analysis_strides, bounding_box, close_mm, dilate_mm, erode_mm,
-                               fill_holes_2d, parts_touching, upsample_nearest)
+from lungct.ct.decision import OUTSIDE, DecisionMaps
+from lungct.geometry import field_to_grid, labels_to_grid, shifted_affine, voxel_spacing
+from lungct.morphology import bounding_box, dilate_mm, erode_mm, fill_holes_2d, parts_touching
 
 SOFT_TISSUE_HU = 40.0
+BONE_HU = 300.0
+MIN_RIM_SCORE = 64  # a dense voxel joins a lesion's rim only where the lesion is at least this probable (0.25)
 
 
 @dataclass(frozen=True)
@@ -41,18 +40,18 @@ class ConventionParams:
     partial_volume_spacing_mm: float = 2.0  # coarser native voxels: the partial-volume midpoint instead
     parenchyma_below_hu: float = -600.0  # voxels that measure the lungs' own density on coarse scans
     band: tuple = (64, 192)  # uint8 probabilities (0.25 .. 0.75) where the model is unsure: refined by HU
-    lesion_min_diameter_mm: float = 11.0  # dense objects this thick are lesions; intrapulmonary vessels are thinner
-    lesion_margin_mm: float = 3.0  # lesions grown back this far beyond the opening (their rim against the pleura)
-    recover_radius_mm: float = 40.0  # rolling ball that fills the notch a carved-out lesion leaves (0: off)
-    recover_hu: tuple = (-100.0, 200.0)  # what it takes back: soft tissue (not fat, air or bone)
-    recover_spacing_mm: float = 4.5  # the closing runs on a grid this coarse (27x fewer voxels than 1.5 mm)
-    recover_min_thickness_mm: float = 4.0  # what it takes back is this thick somewhere ...
-    recover_rim_mm: float = 6.0  # ... or within this of such a core (the thin rim of the notch's lens)
-    recover_contact_mm: float = 3.0  # and lies this near the lung (across the lesion's partial-volume edge)
-    recover_max_fraction: float = 0.25  # more than this share of the lung's volume: nothing is taken back
-    recover_min_probability: float = 0.005  # ... nor where the network was sure it is not that lung
-    cap_min_slice_mm: float = 3.0  # on slices this thick, a lesion's end is taken one slice on ...
-    cap_shrink_mm: float = 3.0  # ... under its cross-section shrunk by this (a lesion narrows to its end)
+    neighbourhood_mm: float = 2.6  # a voxel is judged dense on the mean HU of its in-plane neighbours this wide
+    hu_width: float = 100.0  # in the band, this many HU from the boundary outweigh the network's doubt
+    lesion_min_diameter_mm: float = 11.0  # without a decision: dense objects this thick are lesions
+    lesion_margin_mm: float = 3.0  # ... grown back this far beyond the opening (their rim against the pleura)
+
+    @classmethod
+    def from_steps(cls, boundary: dict | None, dense_rule: dict | None) -> "ConventionParams":
+        """The parameters the checkpoint's recorded `boundary` and `dense_lesion_rule` steps give."""
+        values = {}
+        for step in (boundary or {}, dense_rule or {}):
+            values.update({k: tuple(v) if isinstance(v, list) else v for k, v in step.items()})
+        return cls(**values)
 
 
 @dataclass
@@ -60,7 +59,7 @@ class Conventions:
     lungs: np.ndarray  # uint8 labels, lesion-inclusive (the default)
     aerated: np.ndarray  # uint8 labels without dense lesions
     boundary_hu: float
-    lesion_ml_network_grid: float
+    lesion_ml: float  # dense lesion, as the written grid measures it
 
 
 def boundary_hu(hu_network: np.ndarray, labels_network: np.ndarray, native_spacing, p: ConventionParams) -> float:
@@ -95,83 +94,6 @@ def dense_lesions(hu_network: np.ndarray, labels_network: np.ndarray, affine_net
     return lesions & dense
 
 
-def carved_lesions(labels_network: np.ndarray, hu_network: np.ndarray, affine_network: np.ndarray,
-                   p: ConventionParams = ConventionParams()) -> np.ndarray:
-    """uint8 lung labels of soft tissue in the notches of each lung's surface, on the network's grid (0
-    elsewhere): what a closing by a ball of `recover_radius_mm` adds to the lung there, where the network
-    cut a lesion out. Run at about `recover_spacing_mm`. Never on a single slice: without the slices above
-    and below, a diaphragm dome or the heart's edge is wrapped in lung just as a lesion is."""
-    spacing = voxel_spacing(affine_network)
-    out = np.zeros(labels_network.shape, np.uint8)
-    if p.recover_radius_mm <= 0 or labels_network.shape[2] == 1:
-        return out
-    lungs = labels_network > 0
-    for value in np.unique(labels_network[lungs]):
-        own = labels_network == value
-        box = bounding_box(own, margin=[int(np.ceil(p.recover_radius_mm / s)) + 1 for s in spacing])
-        strides = analysis_strides(spacing, p.recover_spacing_mm, own[box].shape)
-        coarse_spacing = [s * k for s, k in zip(spacing, strides)]
-        pad = [(int(np.ceil(p.recover_radius_mm / s)) + 1,) * 2 for s in coarse_spacing]  # a lung the scan's edge cuts goes on
-        coarse = np.pad(own[box][::strides[0], ::strides[1], ::strides[2]], pad, mode="edge")
-        closed = close_mm(coarse, p.recover_radius_mm, coarse_spacing)
-        closed, coarse = (a[tuple(slice(lo, a.shape[i] - hi) for i, (lo, hi) in enumerate(pad))] for a in (closed, coarse))
-        if not (closed & ~coarse).any():
-            continue
-        hu = hu_network[box]
-        notch = upsample_nearest(closed, strides, own[box].shape) & ~lungs[box]
-        tissue = notch & (hu > p.recover_hu[0]) & (hu < p.recover_hu[1])
-        if p.recover_min_thickness_mm > 0:  # slivers along a concave surface (the heart's) are no lesion
-            radius = p.recover_min_thickness_mm / 2
-            tissue &= dilate_mm(erode_mm(tissue, radius, spacing), radius + p.recover_rim_mm, spacing)
-        # Only tissue against the lung: behind air the network left out (a lung it missed in part) is the wall.
-        near = bounding_box(tissue, margin=[int(np.ceil(p.recover_contact_mm / s)) + 1 for s in spacing])
-        tissue[near] = parts_touching(tissue[near], dilate_mm(own[box][near], p.recover_contact_mm, spacing))
-        if tissue.sum() > p.recover_max_fraction * own.sum():  # not notches: a lung the network got wrong
-            continue
-        out[box][tissue] = value
-    if spacing[2] >= p.cap_min_slice_mm:
-        out = lesion_end_caps(out, labels_network, hu_network, affine_network, p)
-    return out
-
-
-def where_network_doubts(recovered: np.ndarray, scores: np.ndarray, values, p: ConventionParams) -> np.ndarray:
-    """`recovered` without the voxels whose own lung's uint8 score (`scores`, one channel per label in
-    `values`) is below `recover_min_probability`. The closing proposes every notch; a network trained on
-    lesions painted into the lungs still gives a carved-out lesion some probability of lung, but none to the
-    aorta, the oesophagus or a diaphragm dome wrapped by the lung (on the lesion-free volumes half or more of
-    what the closing takes). Scores are on the same grid."""
-    out = recovered.copy()
-    floor = p.recover_min_probability * 255
-    for channel, value in zip(scores, values):
-        out[(recovered == value) & (channel < floor)] = 0
-    return out
-
-
-def lesion_end_caps(recovered: np.ndarray, labels_network: np.ndarray, hu_network: np.ndarray,
-                    affine_network: np.ndarray, p: ConventionParams) -> np.ndarray:
-    """`recovered` with each lesion's ends taken one slice on. Beyond a lesion's last slice against the lung
-    no lung lies to close over (radiomics-lung2's tumour at the base of the lung: its lowest two 5 mm slices),
-    so there its end is the soft tissue under its cross-section shrunk by `cap_shrink_mm`, where that lies
-    within `recover_contact_mm` of its lung in the slice (before the shrinking). A lesion is what was taken
-    back and the thick soft-tissue objects the network kept in the lung itself."""
-    spacing = voxel_spacing(affine_network)
-    joined = np.where(recovered > 0, recovered, labels_network)
-    lesions = np.where(dense_lesions(hu_network, joined, affine_network, p.recover_hu[0], p), joined, 0)
-    soft = (hu_network > p.recover_hu[0]) & (hu_network < p.recover_hu[1]) & (joined == 0)
-    out = recovered.copy()
-    for value in np.unique(lesions[lesions > 0]):
-        box = bounding_box(joined == value, margin=[1, 1, 1])  # the lung's box and a slice above and below
-        footprint = erode_mm(lesions[box] == value, p.cap_shrink_mm, spacing, in_plane=True)
-        ends = np.zeros(footprint.shape, bool)
-        ends[:, :, 1:] |= footprint[:, :, :-1]
-        ends[:, :, :-1] |= footprint[:, :, 1:]
-        ends &= soft[box] & (out[box] == 0)
-        reach = p.cap_shrink_mm + p.recover_contact_mm  # from the lung to the shrunk cross-section
-        near = dilate_mm(labels_network[box] == value, reach, spacing, in_plane=True)
-        out[box][parts_touching(ends, near, IN_PLANE)] = value
-    return out
-
-
 def surface_ring(labels_network: np.ndarray) -> np.ndarray:
     """uint8 1 within one network voxel of the lungs' surface: the band may only move the boundary there,
     never bring in air the model left out far from the lungs (gas, airways, air outside the body)."""
@@ -180,36 +102,154 @@ def surface_ring(labels_network: np.ndarray) -> np.ndarray:
     return (ndi.binary_dilation(lung, cross) & ~ndi.binary_erosion(lung, cross)).astype(np.uint8)
 
 
+def neighbourhood_size(spacing_mm: float, width_mm: float) -> int:
+    """The odd number of voxels across that fits in `width_mm` (1 on coarse grids: the voxel alone)."""
+    return 1 + 2 * max(0, int((width_mm / spacing_mm - 1) // 2))
+
+
+def local_mean(stored: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
+    """The mean of each point's `size` x `size` in-plane neighbourhood (clipped at the array's edge)."""
+    if size <= 1:
+        return stored[tuple(points.T)].astype(np.float32)
+    total = np.zeros(len(points), np.float32)
+    reach = size // 2
+    for dx in range(-reach, reach + 1):
+        for dy in range(-reach, reach + 1):
+            x = np.clip(points[:, 0] + dx, 0, stored.shape[0] - 1)
+            y = np.clip(points[:, 1] + dy, 0, stored.shape[1] - 1)
+            total += stored[x, y, points[:, 2]]
+    return total / size ** 2
+
+
+def dense_at(stored: np.ndarray, where: np.ndarray, threshold_stored: float, size: int) -> np.ndarray:
+    """bool over `where`'s True voxels (in order): dense by their neighbourhood's mean stored value."""
+    return local_mean(stored, np.argwhere(where), size) >= threshold_stored
+
+
+def band_keeps(stored: np.ndarray, band: np.ndarray, probability: np.ndarray, threshold_stored: float, to_stored,
+               threshold_hu: float, p: ConventionParams, size: int) -> np.ndarray:
+    """bool over the band's voxels (fine grids): lung. The network's probability and the HU around the voxel
+    vote together: at the boundary HU the probability decides, `hu_width` HU below or above it outweigh the
+    whole band's range of probability. No HU value is a cliff, so the lungs' histogram has no step there
+    (a hard -320 HU cut made one: 2.4 times as many voxels in the 10 HU below it as in the 10 above)."""
+    mean = local_mean(stored, np.argwhere(band), size)
+    per_hu = (to_stored(threshold_hu + p.hu_width) - threshold_stored) / p.hu_width  # stored units per HU
+    below_hu = (threshold_stored - mean) / per_hu
+    width = (p.band[1] - p.band[0]) / 2
+    return (probability.astype(np.float32) - 128) / width + below_hu / p.hu_width > 0
+
+
+def lesion_margins(decision: DecisionMaps) -> tuple[np.ndarray, np.ndarray]:
+    """(how far the lesion probability beats both others, how far it beats outside alone), float32 on the
+    decision grid; a voxel is lesion where the first is positive, or where it is dense and the second is
+    (its partial-volume rim against the lung, where the lung's probability rises)."""
+    scores = decision.probability.astype(np.int16)
+    over_both = scores[2] - np.maximum(scores[OUTSIDE], scores[1])
+    over_outside = np.where(scores[2] >= MIN_RIM_SCORE, scores[2] - scores[OUTSIDE], -255)
+    return over_both.astype(np.float32), over_outside.astype(np.float32)
+
+
+def decided_regions(decision: DecisionMaps, box_shape, box_affine: np.ndarray, dense: np.ndarray,
+                    candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lesion, outside) over a native box: the decision's probabilities interpolated linearly between its
+    voxels, only where they can matter (around a coarse lesion; in the box of the `candidates`, dense
+    voxels the 2D network drew as lung). `dense` (bool over the box) is what a lesion's rim may take."""
+    scores = decision.probability.astype(np.int16)
+    outside_margin = (scores[OUTSIDE] - np.maximum(scores[1], scores[2])).astype(np.float32)
+    over_both, over_outside = lesion_margins(decision)
+    lesion = np.zeros(tuple(box_shape), bool)
+    coarse = ndi.binary_dilation(over_both > 0)
+    if coarse.any():
+        sub = native_box(coarse, decision.affine, box_affine, box_shape)
+        sub_shape, sub_affine = [b.stop - b.start for b in sub], shifted_affine(box_affine, [b.start for b in sub])
+        core = field_to_grid(over_both, decision.affine, sub_shape, sub_affine, -255.0) > 0
+        rim = field_to_grid(over_outside, decision.affine, sub_shape, sub_affine, -255.0) > 0
+        lesion[sub] = core | rim & dense[sub]
+    outside = np.zeros(tuple(box_shape), bool)
+    if candidates.any():
+        sub = bounding_box(candidates)
+        sub_shape, sub_affine = [b.stop - b.start for b in sub], shifted_affine(box_affine, [b.start for b in sub])
+        margin = field_to_grid(outside_margin, decision.affine, sub_shape, sub_affine, 255.0)
+        outside[sub] = candidates[sub] & (margin > 0)
+    return lesion, outside
+
+
+def native_box(coarse: np.ndarray, coarse_affine: np.ndarray, box_affine: np.ndarray, box_shape) -> tuple[slice, ...]:
+    """The part of a native box that a coarse mask's bounding box covers."""
+    region = bounding_box(coarse, margin=1)
+    corners = np.array(np.meshgrid(*[(b.start, b.stop - 1) for b in region], indexing="ij")).reshape(3, -1)
+    to_native = np.linalg.inv(box_affine) @ coarse_affine
+    index = to_native[:3, :3] @ corners + to_native[:3, 3:4]
+    low = np.clip(np.floor(index.min(1)).astype(int), 0, np.array(box_shape))
+    high = np.clip(np.ceil(index.max(1)).astype(int) + 1, 0, np.array(box_shape))
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def join_to_nearest_lung(lungs: np.ndarray, extra: np.ndarray) -> None:
+    """Label the voxels of `extra` that are not lung with their lung's label (in place): a part that
+    touches one lung joins it; a part that touches both (a mass at the anterior junction) is split between
+    them by nearest voxel, inside its own box."""
+    todo = extra & (lungs == 0)
+    parts, count = ndi.label(todo)
+    for index, box in enumerate(ndi.find_objects(parts), start=1):
+        box = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box)
+        part = parts[box] == index
+        region = lungs[box]
+        touching = np.unique(region[ndi.binary_dilation(part, iterations=2) & (region > 0)])
+        if len(touching) == 1:
+            region[part] = touching[0]
+        elif len(touching) > 1:
+            _, nearest = ndi.distance_transform_edt(region == 0, return_indices=True)
+            region[part] = region[tuple(axis[part] for axis in nearest)]
+
+
 def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.ndarray, native_affine: np.ndarray,
                     to_stored, hu_network: np.ndarray, labels_network: np.ndarray, affine_network: np.ndarray,
-                    p: ConventionParams = ConventionParams(), recovered: np.ndarray | None = None) -> Conventions:
+                    p: ConventionParams = ConventionParams(), decision: DecisionMaps | None = None) -> Conventions:
     """Default and aerated labels on the native grid from the interpolated prediction (`candidate` label
-    and its uint8 `probability`), the native stored values and `to_stored` (HU -> stored units).
-    `recovered`: carved_lesions already joined to the prediction; lesions, whatever their thickness."""
+    and its uint8 `probability`), the native stored values and `to_stored` (HU -> stored units); the
+    lesion decision's maps when the model has that stage, else the dense-lesion rule."""
     threshold = boundary_hu(hu_network, labels_network, voxel_spacing(native_affine), p)
-    if recovered is None:
-        lesions_network = dense_lesions(hu_network, labels_network, affine_network, threshold, p)
-    else:  # thick lesions among what the network drew itself; all that was taken back
-        taken = recovered > 0
-        lesions_network = dense_lesions(hu_network, np.where(taken, 0, labels_network), affine_network, threshold, p)
-        near = bounding_box(taken, margin=1)
-        lesions_network[near] |= ndi.binary_dilation(taken[near])  # and its interpolated rim
+    threshold_stored = to_stored(threshold)
+    size = neighbourhood_size(float(min(voxel_spacing(native_affine)[:2])), p.neighbourhood_mm)
     box = bounding_box(probability > p.band[0], margin=1)  # no lung outside this box, nothing changes there
     lungs, aerated = np.zeros(candidate.shape, np.uint8), np.zeros(candidate.shape, np.uint8)
+    if not any(b.stop > b.start for b in box):
+        return Conventions(lungs, aerated, round(threshold, 1), 0.0)
+    if decision is not None and (lesion_margins(decision)[0] > 0).any():  # and where the decided lesions reach
+        reach = native_box(lesion_margins(decision)[0] > 0, decision.affine, native_affine, candidate.shape)
+        box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, reach))
     lungs[box] = np.where(probability[box] >= 128, candidate[box], 0)
     box_shape, box_affine = [b.stop - b.start for b in box], shifted_affine(native_affine, [b.start for b in box])
-    coded = lesions_network.astype(np.uint8) | (surface_ring(labels_network) << 1)  # both maps in one pass
-    coded = labels_to_grid(coded, affine_network, box_shape, box_affine)
-    lesions, ring = (coded & 1) > 0, (coded & 2) > 0
-    dense = stored[box] >= to_stored(threshold)
-    lungs_box, probability, candidate = lungs[box], probability[box], candidate[box]
+    lungs_box, stored_box = lungs[box], stored[box]
+    if decision is None:
+        lesions_network = dense_lesions(hu_network, labels_network, affine_network, threshold, p)
+        coded = lesions_network.astype(np.uint8) | (surface_ring(labels_network) << 1)  # both maps in one pass
+        coded = labels_to_grid(coded, affine_network, box_shape, box_affine)
+        lesions, ring = (coded & 1) > 0, (coded & 2) > 0
+    else:
+        ring = labels_to_grid(surface_ring(labels_network), affine_network, box_shape, box_affine) > 0
+        dense = stored_box >= threshold_stored
+        lesions, outside = decided_regions(decision, box_shape, box_affine, dense, dense & (lungs_box > 0))
+        lesions &= stored_box < to_stored(BONE_HU)  # a lesion's blurred edge never takes a rib or a vertebra
+        lungs_box[outside] = 0
+    probability, candidate = probability[box], candidate[box]
     band = ring & (probability > p.band[0]) & (probability < p.band[1]) & (candidate > 0)
-    keep = ~dense[band] | lesions[band]
+    if max(voxel_spacing(native_affine)) <= p.partial_volume_spacing_mm:
+        keep = band_keeps(stored_box, band, probability[band], threshold_stored, to_stored, threshold, p, size)
+    else:  # coarse voxels: lung when most of the voxel is (the partial-volume midpoint decides alone)
+        keep = ~dense_at(stored_box, band, threshold_stored, size)
+    keep |= lesions[band]
     lungs_box[band] = np.where(keep, candidate[band], 0)
     for value in np.unique(candidate[band][~keep]):  # dense voxels the lung surrounds (vessels) stay in
         if value:
             own = lungs_box[bounding_box(lungs_box == value)]  # a view: one lung's box
             own[fill_holes_2d(own == value) & (own == 0)] = value
-    aerated[box] = np.where(lesions & dense, 0, lungs_box)
-    lesion_ml = float(lesions_network.sum() * np.prod(voxel_spacing(affine_network)) / 1000)
+    if decision is not None:  # the decided lesions that touch a lung join the nearest one
+        lesions = parts_touching(lesions, ndi.binary_dilation(lungs_box > 0))
+        join_to_nearest_lung(lungs_box, lesions)
+    dense_lesion = lesions & (lungs_box > 0)
+    dense_lesion[dense_lesion] = dense_at(stored_box, dense_lesion, threshold_stored, size)
+    aerated[box] = np.where(dense_lesion, 0, lungs_box)
+    lesion_ml = float(dense_lesion.sum() * np.prod(voxel_spacing(native_affine)) / 1000)
     return Conventions(lungs, aerated, round(threshold, 1), round(lesion_ml, 2))

@@ -13,6 +13,7 @@ from lungct.geometry import voxel_spacing
 from lungct.morphology import bounding_box, dilate_mm, fill_holes_2d
 
 FULL_3D = ndi.generate_binary_structure(3, 3)
+DEFAULT_GAS: dict = {}  # gas_outside_lungs with its own defaults (never mutated)
 
 
 def keep_main_components(labels: np.ndarray, values, min_fraction: float = 0.1) -> tuple[np.ndarray, dict]:
@@ -98,12 +99,14 @@ def gas_outside_lungs(labels: np.ndarray, values, hu: np.ndarray, affine: np.nda
 
 
 def postprocess(labels: np.ndarray, values, roi: np.ndarray | None = None, min_fraction: float = 0.1,
-                hu: np.ndarray | None = None, affine: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """The whole clean-up in order: ROI restriction, gas outside the lungs (with `hu` on the labels' grid),
-    main components, then hole filling; returns the labels and the number of components each label keeps."""
+                hu: np.ndarray | None = None, affine: np.ndarray | None = None,
+                gas: dict | None = DEFAULT_GAS) -> tuple[np.ndarray, dict]:
+    """The whole clean-up in order: ROI restriction, gas outside the lungs (with `hu` on the labels' grid
+    and the step's parameters `gas`, None: not run), main components, then hole filling; returns the
+    labels and the number of components each label keeps."""
     if roi is not None:
         labels = restrict_to_roi(labels, roi)
-    gas = gas_outside_lungs(labels, values, hu, affine) if hu is not None else None
+    gas = gas_outside_lungs(labels, values, hu, affine, **gas) if hu is not None and gas is not None else None
     if gas is not None and gas.any():
         labels = np.where(gas, 0, labels).astype(labels.dtype)
     labels, kept = keep_main_components(labels, values, min_fraction)

@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lungct.ct.conventions import ConventionParams, Conventions, two_conventions
+from lungct.ct.decision import LesionDecision, hu_image
+from lungct.ct.pipeline import PostProcessing, Step
 from lungct.errors import LungctError
-from lungct.geometry import geometry_summary, smooth_probabilities_to_grid, voxel_ml
+from lungct.geometry import geometry_summary, smooth_probabilities_to_grid, voxel_ml, voxel_spacing
 from lungct.io import CaseSource, Scan, load_case, load_scan
 from lungct.labels import BINARY_LABELS, measure
 from lungct.models import Model, flip_dice, uncertain_fraction
 from lungct.morphology import bounding_box
+from lungct.ct.postprocess import postprocess
 from lungct.recipes import Chain, resolve_transform
 from lungct.segmentation import OutputPlan, Result, Segmenter
 
@@ -48,9 +52,10 @@ class CTResult(Result):
     modality = "ct"
     measure_key = "volumes_ml"
 
-    def __init__(self, *args, scan: Scan, processing: dict, statistics=None, **kwargs):
+    def __init__(self, *args, scan: Scan, processing: dict, statistics=None, conventions=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.scan, self.processing, self.statistics = scan, processing, statistics
+        self.conventions = conventions  # both conventions' labels (lungct.ct.conventions.Conventions)
 
     @property
     def affine(self) -> np.ndarray:
@@ -103,13 +108,20 @@ class CTSegmenter(Segmenter):
         super().__init__(model)
         if model.modality != "ct":
             raise LungctError(model.path, f"is a {model.modality} model; CT scans need a CT model")
-        inference = model.meta.get("inference") or {}
+        self.pipeline = PostProcessing.from_meta(model.meta, model.path)
         self.tta, self.binary, self.aerated = tta, binary, aerated
         self.statistics, self.recalibrate = statistics, recalibrate
         self.lung_model = bool(set(model.names.values()) & {"right_lung", "left_lung", "lungs"})
         self.tumour = tumour  # a tumour model's segmenter, joined to these lungs (lungct.ct.tumours)
-        self.roi = bool(inference.get("roi", False)) if roi is None else roi
-        self.min_component_fraction = float(inference.get("min_component_fraction", 0.1))
+        self.roi = self.pipeline.has("roi") if roi is None else roi
+        self.min_component_fraction = float(self.pipeline.params("main_components")["min_fraction"])
+        self.decision = None
+        if self.pipeline.has("lesion_decision"):
+            if "lesion_decision" not in model.stages:
+                raise LungctError(model.path, "records a lesion_decision step but holds no lesion-decision network")
+            self.decision = LesionDecision.from_stage(model.stages["lesion_decision"], model.device, model.path)
+        self.convention_params = ConventionParams.from_steps(self.pipeline.params("boundary"),
+                                                             self.pipeline.params("dense_lesion_rule"))
         self.slice_batch, self.sw_batch_size, self.overlap = max(1, slice_batch), sw_batch_size, overlap
         steps = model.meta["input"]["chain"]
         makes_roi = any(getattr(resolve_transform(s["name"]), "ADDS_ONLY", False) for s in steps)
@@ -128,8 +140,16 @@ class CTSegmenter(Segmenter):
     def settings(self) -> dict:
         return {**super().settings(), "tta": self.tta, "binary": self.binary, "roi": self.roi,
                 "convention": "aerated" if self.aerated else "lungs", "statistics": self.statistics,
-                "recalibrate": self.recalibrate,
+                "recalibrate": self.recalibrate, "postprocess": self.applied_pipeline().record(),
                 **({"sw_batch_size": self.sw_batch_size, "overlap": self.overlap} if self.model.dim == 3 else {})}
+
+    def applied_pipeline(self) -> PostProcessing:
+        """The recorded steps as this run applies them (--roi / --no-roi may add or drop the ROI step)."""
+        if self.roi == self.pipeline.has("roi"):
+            return self.pipeline
+        if not self.roi:
+            return self.pipeline.without("roi")
+        return PostProcessing([Step("roi", {}), *self.pipeline.steps], self.pipeline.version)
 
     # ------------------------------------------------------------------------------------ the pipeline
 
@@ -173,8 +193,6 @@ class CTSegmenter(Segmenter):
         return labels, scores
 
     def finish(self, prepared: PreparedScan) -> CTResult:
-        from lungct.ct.postprocess import postprocess
-
         scan, model = prepared.scan, self.model
         timings = {}
         start = time.perf_counter()
@@ -188,20 +206,23 @@ class CTSegmenter(Segmenter):
         foreground = [int(v) for v in values if v != 0]
         hu_network = self.hu_network(prepared)
         labels, components = postprocess(labels, foreground, prepared.roi, self.min_component_fraction,
-                                         hu_network, prepared.affine)
+                                         hu_network, prepared.affine, self.pipeline.params("gas_outside_lungs"))
         label_values = {model.names[int(v)]: int(v) for v in values}
-        recovered, scores = self.recover_lesions(labels, scores[values != 0], foreground, prepared, hu_network)
-        if recovered is not None:
-            labels = np.where(recovered > 0, recovered, labels)
-        candidate, probability = smooth_probabilities_to_grid(labels, scores, foreground, prepared.affine,
+        candidate, probability = smooth_probabilities_to_grid(labels, scores[values != 0], foreground, prepared.affine,
                                                               scan.array.shape, scan.affine)
+        timings["postprocess"] = round(time.perf_counter() - start, 3)
+        start = time.perf_counter()
+        decision = self.decide(labels, prepared, hu_network)
+        if decision is not None:
+            timings["lesion_decision"] = round(time.perf_counter() - start, 3)
+        start = time.perf_counter()
         case = prepared.case
-        conventions = self.conventions(candidate, probability, prepared, labels, hu_network, recovered)
+        conventions = self.conventions(candidate, probability, prepared, labels, hu_network, decision)
         if self.binary:  # merged after the boundary is drawn: the same voxels as the labelled mask
             conventions.lungs, conventions.aerated = (conventions.lungs > 0).view(np.uint8), (conventions.aerated > 0).view(np.uint8)
             labels, label_values = (labels > 0).view(np.uint8), dict(BINARY_LABELS)
         native = conventions.aerated if self.aerated else conventions.lungs
-        timings["postprocess"] = round(time.perf_counter() - start, 3)
+        timings["conventions"] = round(time.perf_counter() - start, 3)
         tumours = None
         if self.tumour is not None:
             start = time.perf_counter()
@@ -227,7 +248,8 @@ class CTSegmenter(Segmenter):
                  "conventions": {"written": "aerated" if self.aerated else "lungs", "lungs_ml": lungs_ml,
                                  "aerated_ml": aerated_ml,
                                  "dense_ml": {k: round(v - aerated_ml[k], 2) for k, v in lungs_ml.items()},
-                                 "boundary_hu": conventions.boundary_hu},
+                                 "boundary_hu": conventions.boundary_hu,
+                                 "lesions_by": "lesion decision" if decision is not None else "dense-lesion rule"},
                  "components": {model.names[v]: n for v, n in components.items()},
                  "confidence": confidence,
                  "processing_grid": geometry_summary(labels.shape, prepared.affine)}
@@ -237,7 +259,7 @@ class CTSegmenter(Segmenter):
             extra["tumours"] = tumours
         return CTResult(scan.name, str(scan.source), scan.format, native, label_values, volumes, model.record(),
                         self.settings(), warnings, list(case.get("flags", [])), timings, extra, scan=scan,
-                        statistics=density[1] if density else None,
+                        statistics=density[1] if density else None, conventions=conventions,
                         processing={"image": prepared.image, "labels": labels, "roi": prepared.roi,
                                     "affine": prepared.affine})
 
@@ -250,34 +272,33 @@ class CTSegmenter(Segmenter):
 
         return window_to_hu(prepared.image, self.window)
 
-    def recover_lesions(self, labels: np.ndarray, scores: np.ndarray, foreground: list, prepared: PreparedScan,
-                        hu_network: np.ndarray | None):
-        """(the lesions the network carved out of the lungs' surface as lung labels, foreground scores
-        certain there): lungct.ct.conventions.carved_lesions, where the network was not sure they are not
-        lung; (None, scores) without `hu_network`."""
-        if hu_network is None:
-            return None, scores
-        from lungct.ct.conventions import ConventionParams, carved_lesions, where_network_doubts
-
-        recovered = carved_lesions(labels, hu_network, prepared.affine)
-        recovered = where_network_doubts(recovered, scores, foreground, ConventionParams())
-        where = recovered > 0
-        for channel, value in zip(scores, foreground):  # scores is already a copy (boolean indexing)
-            channel[where] = np.where(recovered[where] == value, 255, 0)
-        return recovered, scores
+    def decide(self, labels_network: np.ndarray, prepared: PreparedScan, hu_network: np.ndarray | None):
+        """The lesion decision's maps (lungct.ct.decision) around the lungs the 2D network found, or None:
+        no such stage, no HU, no lungs, or too few slices to give it the 3D context it decides by."""
+        params = self.pipeline.params("lesion_decision")
+        scan = prepared.scan
+        if self.decision is None or hu_network is None or not labels_network.any():
+            return None
+        if min(scan.array.shape) < params["min_slices"]:
+            return None
+        box = bounding_box(labels_network > 0)
+        corners = np.array([[b.start for b in box], [b.stop - 1 for b in box]], float)
+        world = corners @ prepared.affine[:3, :3].T + prepared.affine[:3, 3]
+        world_box = np.array([world.min(0), world.max(0)])
+        affine, shape = self.decision.grid_around(world_box, params["margin_mm"] + max(voxel_spacing(prepared.affine)))
+        slope, intercept = stored_to_hu(prepared.case)
+        return self.decision.run(hu_image(scan.array, scan.affine, slope, intercept), affine, shape)
 
     def conventions(self, candidate, probability, prepared: PreparedScan, labels_network: np.ndarray,
-                    hu_network: np.ndarray | None, recovered: np.ndarray | None):
+                    hu_network: np.ndarray | None, decision):
         """Default and aerated lungs on the native grid (lungct.ct.conventions), in calibrated HU."""
-        from lungct.ct.conventions import Conventions, two_conventions
-
         if hu_network is None:  # no HU to refine with, or not lungs to refine
             lungs = np.where(probability >= 128, candidate, 0).astype(np.uint8)
             return Conventions(lungs, lungs, float("nan"), 0.0)
         slope, intercept = stored_to_hu(prepared.case)
         return two_conventions(candidate, probability, prepared.scan.array, prepared.scan.affine,
                                lambda hu: (hu - intercept) / slope, hu_network, labels_network, prepared.affine,
-                               recovered=recovered)
+                               self.convention_params, decision)
 
     def join_tumours(self, lungs: np.ndarray, label_values: dict, scan: Scan):
         """(labels with the tumour model's tumours inside the lungs, label values, each tumour measured)."""
