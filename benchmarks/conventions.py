@@ -30,6 +30,7 @@ from lungct.ct.preprocess import preprocess_scan
 from lungct.ct.transforms.intensity import estimate_calibration
 from lungct.ct.transforms.lungs import segment_lungs
 from lungct.engine import load_segmenter, make_segmenter
+from lungct.options import InferOptions
 from lungct.evaluate import read_labels
 from lungct.geometry import voxel_ml, voxel_spacing
 from lungct.io import Scan, load_scan
@@ -336,8 +337,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     default = load_segmenter(args.model, "ct", device="cpu")
     if not args.roi:
-        default = make_segmenter(default.model, roi=False)
-    segmenters = {"lungs": default, "aerated": make_segmenter(default.model, aerated=True, roi=default.roi)}
+        default = make_segmenter(default.model, InferOptions(roi=False))
+    segmenters = {"lungs": default, "aerated": make_segmenter(default.model, InferOptions(aerated=True, roi=default.roi))}
     if args.picture:
         return picture(segmenters, args.picture)
     report = {"model": str(args.model or default.model.path), "date": time.strftime("%Y-%m-%d %H:%M"), "seed": SEED,

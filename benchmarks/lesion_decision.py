@@ -153,6 +153,10 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
+def percent(value) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
 def write(report: dict, results: Path) -> None:
     results.mkdir(parents=True, exist_ok=True)
     (results / "lesion-decision.json").write_text(json.dumps(report, indent=1))
@@ -160,9 +164,9 @@ def write(report: dict, results: Path) -> None:
     lines = [f"# Lesion decision benchmark ({report['model']})", "",
              f"Held-out hosts {', '.join(HOSTS)}; independent generator (benchmarks/independent_lesions.py); "
              f"{report['instances']} lesion(s) per family and host, one per run.", "",
-             f"- lesion voxels inside `lungs`: **{s['lesion_voxels_in_lungs']:.1%}**; held-out families "
-             f"({', '.join(generator.HELD_OUT_FAMILIES)}): **{s['held_out_families_in_lungs']:.1%}**; central "
-             f"({', '.join(CENTRAL)}): {s['central_in_lungs']:.1%}",
+             f"- lesion voxels inside `lungs`: **{percent(s['lesion_voxels_in_lungs'])}**; held-out families "
+             f"({', '.join(generator.HELD_OUT_FAMILIES)}): **{percent(s['held_out_families_in_lungs'])}**; central "
+             f"({', '.join(CENTRAL)}): {percent(s['central_in_lungs'])}",
              f"- lesions below 85 % inside `lungs`: {len(s['below_85'])} {s['below_85']}", "",
              "| family | held out | n | inside `lungs` (mean) | min | inside `aerated` |", "|---|---|---|---|---|---|"]
     for family, v in s["families"].items():

@@ -19,11 +19,12 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from lungct.engine import InferOptions, resolved, segmenter_for
+from lungct.engine import resolved, segmenter_for
 from lungct.errors import LungctError
 from lungct.geometry import affine_to_sitk, sitk_affine, sitk_to_array
 from lungct.io import CaseSource, Scan, discover
 from lungct.io.volumes import suffix_of
+from lungct.options import InferOptions
 from lungct.segmentation import OutputPlan, Result
 
 ARRAY_REFUSAL = ("a numpy array carries no geometry: pass a SimpleITK.Image (SetSpacing, SetOrigin, SetDirection) "
@@ -59,7 +60,7 @@ def segment(input, *, model=None, modality: str | None = None, aerated: bool = F
 
     `model`: a checkpoint path, a shipped model name or "latest" (default: the shipped model of the
     modality); `modality`: "ct" or "cxr" (found from a path; an in-memory image is CT unless told)."""
-    options = resolved(InferOptions(models=[str(model)] if model else [], device=device, precision=precision,
+    options = resolved(InferOptions(models=(str(model),) if model else (), device=device, precision=precision,
                                     tta=tta, binary=binary, aerated=aerated, statistics=statistics,
                                     recalibrate=recalibrate))
     source, kind = _source(input, modality)

@@ -21,6 +21,7 @@ import torch
 from lungct import __version__
 from lungct.errors import LungctError
 from lungct.io.volumes import atomic_path
+from lungct.recipes import load_recipe, resolved_step
 
 FORMAT = "lungct-checkpoint/1"  # the file layout; the meta has its own version
 META_VERSION = 2
@@ -49,18 +50,22 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, extra:
     return path
 
 
-_READ: dict = {}  # (resolved path, size, mtime) -> payload: a checkpoint is read once per process
+_READ: dict = {}  # (resolved path, inode, size, mtime) -> payload: a checkpoint is read once per process
 _READ_KEEP = 4
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The whole payload (meta upgraded to the current version, state_dict, extra), read once per process
-    while the file is unchanged (callers must not modify it)."""
+def read_checkpoint(path: str | Path, shared: bool = False) -> dict:
+    """The whole payload (meta upgraded to the current version, state_dict, extra). `shared`: the copy this
+    process read before while the file is unchanged, for readers that copy what they use and change
+    nothing (inference loads the weights into its network); training resumes from a fresh read, since
+    an optimiser takes over the tensors it is given."""
     path = Path(path)
     if not path.is_file():
         raise LungctError(path, "no such checkpoint file")
+    if not shared:
+        return _read_checkpoint_file(path)
     status = path.stat()
-    key = (str(path.resolve()), status.st_size, status.st_mtime_ns)
+    key = (str(path.resolve()), status.st_ino, status.st_size, status.st_mtime_ns)  # rewritten: a new inode
     if key not in _READ:
         while len(_READ) >= _READ_KEEP:
             _READ.pop(next(iter(_READ)))
@@ -84,7 +89,7 @@ def _read_checkpoint_file(path: Path) -> dict:
 
 
 def read_meta(path: str | Path) -> dict:
-    return read_checkpoint(path)["meta"]
+    return read_checkpoint(path, shared=True)["meta"]
 
 
 def upgrade_meta(meta: dict, where=None) -> dict:
@@ -95,7 +100,6 @@ def upgrade_meta(meta: dict, where=None) -> dict:
     if version > META_VERSION:
         raise LungctError(where, f"checkpoint format {version} is newer than this lungct ({__version__}) reads: "
                                  "upgrade lungct")
-    from lungct.recipes import resolved_step
 
     meta = copy.deepcopy(meta)
     old = meta["input"]
@@ -121,8 +125,6 @@ def _legacy_ct_chain(meta: dict) -> list[dict]:
     """What lungct 0.1 ran at inference: the HU check, one resampling to the checkpoint's spacing (2D:
     thicker native slices kept), the ROI steps of its preprocessing recipe when it used the ROI (or when a
     step masked the image), then the HU window."""
-    from lungct.recipes import load_recipe
-
     old = meta["input"]
     recorded = old.get("preprocess_recipe") or load_recipe("preprocess")
     steps = copy.deepcopy(recorded.get("transforms") or [])

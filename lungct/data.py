@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lungct.ct.segmenter import prepare_scan
+from lungct.ct.transforms.common import hu_to_window
 from lungct.errors import LungctError
+from lungct.evaluate import read_labels
+from lungct.geometry import labels_to_grid
+from lungct.io import discover, load_case
+from lungct.io.radiograph import load_radiograph, read_cxr_mask
+from lungct.recipes import Chain
 
 
 @dataclass
@@ -60,8 +67,6 @@ def label_file(folder: Path, name: str) -> Path | None:
 
 def read_reference(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(labels, affine) of a label file on a scan's own grid, as `lungct evaluate` reads it."""
-    from lungct.evaluate import read_labels
-
     return read_labels(Path(path))
 
 
@@ -81,7 +86,6 @@ def load_prep_cases(prep: Path, labels_dir: Path | None, allowed: set[int]) -> t
     """Cases of a preprocess output folder, and the recipe its images were made with."""
     import nibabel as nib
 
-    from lungct.geometry import labels_to_grid
 
     prep = Path(prep)
     if not prep.is_dir():
@@ -146,10 +150,6 @@ def _check_native_grid(name: str, labels: np.ndarray, affine: np.ndarray, record
 def load_pair_cases(images: Path, labels_dir: Path, allowed: set[int], chain) -> list[Case]:
     """The user's own CT image/label pairs (any format lungct reads), matched by case name and run through
     the recipe's input chain; labels follow the image onto the network grid by nearest neighbour."""
-    from lungct.ct.segmenter import prepare_scan
-    from lungct.geometry import labels_to_grid
-    from lungct.io import discover, load_case
-
     found = [c for c in discover([Path(images)]) if not c.problem and c.modality == "ct"]
     if not found:
         raise LungctError(images, "holds no readable CT images")
@@ -176,7 +176,7 @@ def adopt_prep_chain(chain: list[dict], prep_recipe: dict | None, where) -> list
     if not prep_recipe:
         raise LungctError(where, "its case.json records no preprocessing recipe (made by an old lungct?)")
     made = {s["name"]: s.get("args") or {} for s in prep_recipe.get("transforms") or []}
-    if (made.get("MaskOutsideROId") or {}).get("enabled"):
+    if Chain(prep_recipe.get("transforms") or [], where).roi_fill_hu is not None:
         return [s for s in prep_recipe["transforms"]]  # the image depends on the whole chain
     chain = copy.deepcopy(chain)
     adopt = {"CheckHUCalibrationd": ("recalibrate", "tolerance_hu"), "Resampled": ("spacing_mm", "axcodes"),
@@ -191,16 +191,10 @@ def adopt_prep_chain(chain: list[dict], prep_recipe: dict | None, where) -> list
 def masked_value(chain: list[dict], prep_recipe: dict) -> float | None:
     """The network input value outside the ROI when the chain masks the image (MaskOutsideROId) but prep/'s
     recipe did not, so its images must be masked on loading; None otherwise."""
-    from lungct.ct.transforms.common import hu_to_window
-
-    def masks(steps):
-        return any(s["name"] == "MaskOutsideROId" and (s.get("args") or {}).get("enabled", True) for s in steps)
-
-    if not masks(chain) or masks(prep_recipe.get("transforms") or []):
+    network_chain, prep_chain = Chain(chain), Chain(prep_recipe.get("transforms") or [])
+    if network_chain.roi_fill_hu is None or prep_chain.roi_fill_hu is not None:
         return None
-    step = next(s for s in chain if s["name"] == "MaskOutsideROId")
-    air = float((step.get("args") or {}).get("fill_hu", -1000.0))
-    return float(hu_to_window(air, next(s.get("args") or {} for s in chain if s["name"] == "HUWindowd")))
+    return float(hu_to_window(network_chain.roi_fill_hu, network_chain.window))
 
 
 # ------------------------------------------------------------------------------------------ radiographs
@@ -210,8 +204,6 @@ def load_radiograph_cases(pairs: list, chain, progress: bool = True) -> list[Cas
     """Radiographs and their masks through the recipe's chain (256 x 256 images and masks)."""
     from tqdm import tqdm
 
-    from lungct.io.radiograph import read_cxr_mask
-    from lungct.io.radiograph import load_radiograph
 
     cases = []
     for name, image_path, mask_path in tqdm(pairs, desc="radiographs", leave=False,

@@ -11,76 +11,44 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lungct.batch import Outcome, guarded, limit_threads, run_cases, shard, threads_per_task
+from lungct.checkpoint import read_meta
+from lungct.ct.densitometry import write_statistics_csv
 from lungct.errors import LungctError
 from lungct.io import CaseSource, discover
 from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
-from lungct.io.volumes import NIFTI_SUFFIXES, PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of, write_json
+from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of, write_json
+from lungct.modalities import CXR, get_modality
+from lungct.models import Model, resolve_model
+from lungct.options import InferOptions
+from lungct.qc import load_sidecars, write_report
 from lungct.segmentation import OutputPlan
 
-MODALITIES = ("ct", "cxr")
-MASK_SUFFIX = {"ct": ".nii.gz", "cxr": ".png"}
 OUTPUT_TYPES = ("nifti", "dicom-seg", "rtstruct")
 DICOM_SUFFIX = {"dicom-seg": "-seg.dcm", "rtstruct": "-rtstruct.dcm"}
-
-
-@dataclass
-class InferOptions:
-    """Everything that shapes a segmenter; the same options load the same models on any worker."""
-
-    models: list[str] = field(default_factory=list)  # --model, each serving its own modality (resolved paths
-    # once `infer` starts: 'latest' names the run that was newest then, for the whole batch)
-    device: str = "auto"
-    precision: str = "auto"
-    tta: bool = False
-    binary: bool = False
-    aerated: bool = False
-    statistics: bool = True
-    recalibrate: bool = False
-    roi: bool | None = None
-    slice_batch: int = 16
-    sw_batch_size: int = 4
-    overlap: float = 0.5
-
-    def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+TUMOUR_ROLE = "-tumour"  # a CT model whose labels name a tumour: the tumour stage joined to the lung model
 
 
 def resolved(options: InferOptions) -> InferOptions:
     """The options with every --model resolved to its checkpoint file, once, before any case runs."""
-    from dataclasses import replace
-
-    from lungct.models import resolve_model
-
-    return replace(options, models=[str(resolve_model(m)) for m in options.models])
+    return replace(options, models=tuple(str(resolve_model(m)) for m in options.models))
 
 
-def make_segmenter(model, **options):
-    """The segmenter of a loaded Model's modality (options a modality does not take are ignored)."""
-    if model.modality == "cxr":
-        from lungct.cxr.segmenter import RadiographSegmenter
-
-        return RadiographSegmenter(model, binary=bool(options.get("binary", False)))
-    from lungct.ct.segmenter import CTSegmenter
-
-    names = ("tta", "roi", "binary", "aerated", "statistics", "recalibrate", "slice_batch", "sw_batch_size", "overlap",
-             "tumour")
-    return CTSegmenter(model, **{k: v for k, v in options.items() if k in names})
+def make_segmenter(model, options: InferOptions = InferOptions()):
+    """The segmenter of a loaded Model's modality (lungct.modalities)."""
+    return get_modality(model.modality).segmenter(model, options)
 
 
-def models_by_modality(models: list[str]) -> dict[str, str]:
-    """{modality: model} for the models given with --model (read from each checkpoint's meta); a CT model
-    whose labels name a tumour is the tumour stage ("ct-tumour"), joined to the CT lung model."""
-    from lungct.checkpoint import read_meta
-    from lungct.models import resolve_model
-
+def models_by_modality(models) -> dict[str, str]:
+    """{role: model} for the models given with --model (read from each checkpoint's meta): the modality, or
+    "ct-tumour" for a CT model whose labels name a tumour (the tumour stage, joined to the lung model)."""
     out: dict[str, str] = {}
     for model in models:
         meta = read_meta(resolve_model(model))
-        role = meta.get("modality", "ct") + ("-tumour" if "tumour" in meta["labels"] else "")
+        role = meta.get("modality", "ct") + (TUMOUR_ROLE if "tumour" in meta["labels"] else "")
         if role in out:
             raise LungctError(model, f"two {role} models given with --model ({out[role]} and {model})")
         out[role] = model
@@ -91,20 +59,18 @@ _SEGMENTERS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
 
-def segmenter_for(modality: str, options: InferOptions):
+def segmenter_for(kind: str, options: InferOptions):
     """This process's segmenter for a modality, loaded on first use and kept for the cases that follow."""
-    from lungct.models import Model
-
-    key = (modality, options.key())
+    key = (kind, options.key())
     with _LOCK:
         if key not in _SEGMENTERS:
             given = models_by_modality(options.models)
-            model = Model.load(given.get(modality), modality, options.device, options.precision)
-            settings = {k: v for k, v in asdict(options).items() if k not in ("models", "device", "precision")}
-            if modality == "ct" and "ct-tumour" in given:
-                tumour = Model.load(given["ct-tumour"], "ct", options.device, options.precision)
-                settings["tumour"] = make_segmenter(tumour, statistics=False)
-            _SEGMENTERS[key] = make_segmenter(model, **settings)
+            model = Model.load(given.get(kind), kind, options.device, options.precision)
+            segmenter = make_segmenter(model, options)
+            if kind + TUMOUR_ROLE in given:
+                tumour = Model.load(given[kind + TUMOUR_ROLE], kind, options.device, options.precision)
+                segmenter.tumour = make_segmenter(tumour, replace(options, statistics=False))
+            _SEGMENTERS[key] = segmenter
         return _SEGMENTERS[key]
 
 
@@ -128,10 +94,11 @@ class Job:
         """Why the outputs asked for cannot be made from this case, before any work."""
         if self.writes_over is not None:
             return f"its output {self.writes_over} {INPUT_REFUSAL}: give another output folder (-o)"
-        if self.plan.dicom and (self.case.modality != "ct" or self.case.kind != "dicom"):
+        kind = get_modality(self.case.modality)
+        if self.plan.dicom and (not kind.dicom_objects or self.case.kind != "dicom"):
             kinds = "/".join(self.plan.dicom)
             return (f"--output-type {kinds} needs a DICOM CT series as input (no source series to reference); "
-                    "this is " + ("a radiograph" if self.case.modality == "cxr" else "not a DICOM series"))
+                    "this is " + (f"one of the {kind.noun}" if not kind.dicom_objects else "not a DICOM series"))
         return None
 
     @property
@@ -159,7 +126,7 @@ def plan_jobs(cases: list[CaseSource], output: Path, preview, output_types=("nif
         mask = job.plan.mask
         stem = mask.name[: -len(suffix_of(mask))]
         job.plan.dicom = {kind: mask.with_name(stem + DICOM_SUFFIX[kind]) for kind in output_types if kind in DICOM_SUFFIX}
-        if "nifti" not in output_types and job.case.modality == "ct":
+        if "nifti" not in output_types and get_modality(job.case.modality).dicom_objects:
             job.plan.mask = None
     return jobs
 
@@ -170,16 +137,16 @@ def _plan_masks(cases: list[CaseSource], output: Path, preview) -> list[Job]:
         if len(cases) != 1:
             raise LungctError(output, f"is one file but the input holds {len(cases)} cases: give a folder as -o")
         case = cases[0]
-        if suffix not in NIFTI_SUFFIXES and not (suffix == ".png" and case.modality == "cxr"):
-            wanted = "NIfTI (.nii.gz) or PNG" if case.modality == "cxr" else "NIfTI"
-            raise LungctError(output, f"{'radiograph' if case.modality == 'cxr' else 'CT'} masks are written as "
-                                      f"{wanted}: name the output .nii.gz (or give a folder)")
+        kind = get_modality(case.modality)
+        if suffix not in kind.mask_suffixes:
+            raise LungctError(output, f"masks of {kind.noun} are written as {' or '.join(kind.mask_suffixes)}: name "
+                                      "the output .nii.gz (or give a folder)")
         stem = output.name[: -len(suffix)]
         png = None if preview is None else output.with_name(f"{stem}-preview.png") if str(preview) == "auto" \
             else Path(preview)
         return [Job(case, OutputPlan(output, output.with_name(f"{stem}.json"), png), record_failures=False)]
     png_dir = None if preview is None else output if str(preview) == "auto" else Path(preview)
-    return [Job(c, OutputPlan(output / f"{c.name}{MASK_SUFFIX[c.modality]}", output / f"{c.name}.json",
+    return [Job(c, OutputPlan(output / f"{c.name}{get_modality(c.modality).mask_suffix}", output / f"{c.name}.json",
                               None if png_dir is None else png_dir / f"{c.name}-preview.png")) for c in cases]
 
 
@@ -248,13 +215,13 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
         for case in cases:
             case.problem = case.problem or case.refusal(modality)
             case.modality = modality
-    given = {role.split("-")[0] for role in models_by_modality(options.models)}
+    given = {role.removesuffix(TUMOUR_ROLE) for role in models_by_modality(options.models)}
     kinds = {c.modality for c in cases if not c.problem}
     if given and kinds and not kinds & given:
-        only = "radiographs" if kinds == {"cxr"} else "CT scans"
+        only = " and ".join(get_modality(kind).noun for kind in sorted(kinds))
         raise LungctError(", ".join(options.models), f"--model gives a {'/'.join(sorted(given))} model, but the input "
                                                       f"holds only {only}")
-    if options.tta and kinds == {"cxr"}:  # a flip swaps right and left
+    if options.tta and kinds == {CXR.name}:  # a flip swaps right and left
         raise LungctError(", ".join(map(str, inputs)), "--tta is for CT scans, not radiographs")
     cases = shard(cases, num_parts, part_id)
     jobs = plan_jobs(cases, Path(output), preview, output_types)
@@ -292,9 +259,6 @@ def batch_tables(folder: Path) -> list[Path]:
 def write_batch_tables(folder: Path) -> None:
     """report.html (the QC page) and statistics.csv (one row per case, lung and region) from every sidecar
     in the folder: correct while a batch runs and after a resume."""
-    from lungct.ct.densitometry import write_statistics_csv
-    from lungct.qc import load_sidecars, write_report
-
     sidecars = load_sidecars(folder)  # read once for both
     write_report(folder, sidecars=sidecars)
     rows = []
@@ -318,7 +282,7 @@ def write_batch_tables(folder: Path) -> None:
 
 
 def load_segmenter(model=None, modality: str = "ct", device: str = "auto", precision: str = "auto", **options):
-    """A segmenter for the library: `load_segmenter().segment("scan.nii.gz")` (CT), or modality="cxr"."""
-    from lungct.models import Model
-
-    return make_segmenter(Model.load(model, modality, device, precision), **options)
+    """A segmenter for the library: `load_segmenter().segment("scan.nii.gz")` (CT), or modality="cxr"
+    (`options`: lungct.options.InferOptions fields)."""
+    options = InferOptions(device=device, precision=precision, **options)
+    return make_segmenter(Model.load(model, modality, device, precision), options)

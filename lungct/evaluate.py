@@ -19,6 +19,8 @@ from lungct.geometry import orientation_code, voxel_spacing
 from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, atomic_path, read_volume, stem_of, suffix_of
 
 DERIVED_PICTURES = ("-labels", "-preview", "-histogram")  # written beside masks by `lungct infer`
+from lungct.geometry import labels_to_grid
+from lungct.io.radiograph import read_cxr_mask
 from lungct.metrics import compare_labels, summarise
 
 ROW_FIELDS = ["case", "label", "name", "dice", "iou", "hd95_mm", "assd_mm", "ref_ml", "pred_ml",
@@ -105,7 +107,6 @@ def _fmt(values) -> str:
 def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(integer label array, affine) of a mask file."""
     if suffix_of(path) in PICTURE_SUFFIXES:  # a radiograph mask: 0/255 or 0/1 (or 1 = right, 2 = left)
-        from lungct.io.radiograph import read_cxr_mask
 
         try:
             array = read_cxr_mask(path)
@@ -138,8 +139,6 @@ def evaluate_pair(case: str, prediction: Path, reference: Path, resample: bool =
     """Rows of metrics for one case; raises LungctError when the grids differ and not `resample`.
     `label` (a name from the prediction's sidecar, or a value) compares only that label of the prediction
     with the reference's whole foreground, e.g. the tumour of a lungs + tumour map with a tumour mask."""
-    from lungct.geometry import labels_to_grid
-
     pred, pred_affine = read_labels(prediction)
     ref, ref_affine = read_labels(reference)
     difference = geometry_difference(pred.shape, pred_affine, ref.shape, ref_affine)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lungct.errors import LungctError
+from lungct.io.volumes import atomic_path, write_json
 
 
 def export_onnx(model, path: Path, opset: int = 17) -> dict:
@@ -22,7 +23,6 @@ def export_onnx(model, path: Path, opset: int = 17) -> dict:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise LungctError(path, "ONNX export needs the onnx package: pip install 'lungct[onnx]'") from None
-    from lungct.io.volumes import atomic_path, write_json
 
     path = Path(path)
     spatial = ["h", "w"] if model.dim == 2 else ["d", "h", "w"]

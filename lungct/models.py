@@ -15,10 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lungct.checkpoint import read_checkpoint
 from lungct.errors import LungctError
+from lungct.modalities import get_modality
+from lungct.networks import build_network
+from lungct.recipes import Chain
+from lungct.workspace import runs_dir
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODELS = {"ct": "ct-lungs-2d", "cxr": "cxr-lungs-2d"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -31,8 +35,6 @@ def shipped_models() -> list[str]:
 
 def latest_checkpoint(runs: Path | None = None) -> Path:
     """best.pt of the newest training run in the workspace (`lungct train` writes runs/<run>/best.pt)."""
-    from lungct.workspace import runs_dir
-
     runs = Path(runs or runs_dir())
     found = sorted(runs.glob("*/best.pt"), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
     if not found:
@@ -43,7 +45,7 @@ def latest_checkpoint(runs: Path | None = None) -> Path:
 def resolve_model(model: str | Path | None, modality: str = "ct") -> Path:
     """A checkpoint path, the name of a shipped model (lungct/weights/<name>.pt), or 'latest'; None is
     the shipped default model of the modality."""
-    model = str(model or DEFAULT_MODELS[modality])
+    model = str(model or get_modality(modality).default_model)
     if model == "latest":
         return latest_checkpoint()
     path = Path(model).expanduser()
@@ -112,11 +114,8 @@ class Model:
     def load(cls, model: str | Path | None = None, modality: str | None = None, device: str = "auto",
              precision: str = "auto") -> "Model":
         """Resolve, read and check a checkpoint; `modality` (if given) must be the checkpoint's."""
-        from lungct.checkpoint import read_checkpoint
-        from lungct.networks import build_network
-
         path = resolve_model(model, modality or "ct")
-        payload = read_checkpoint(path)
+        payload = read_checkpoint(path, shared=True)
         meta = payload["meta"]
         if modality and meta.get("modality", "ct") != modality:
             raise LungctError(path, f"is a {meta.get('modality', 'ct')} model, not a {modality} model")
@@ -153,8 +152,7 @@ class Model:
     @property
     def spacing_mm(self) -> list[float] | None:
         """The grid the network works on (its input chain's Resampled spacing), or None (not resampled)."""
-        step = next((s for s in self.meta["input"]["chain"] if s["name"] == "Resampled"), None)
-        spacing = (step.get("args") or {}).get("spacing_mm") if step else None
+        spacing = Chain(self.meta["input"]["chain"], self.path).spacing_mm
         return None if spacing is None else [float(v) for v in np.broadcast_to(np.asarray(spacing, float), (3,))]
 
     @property

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
+from lungct import __version__
 from lungct.qcflags import _dict, _num, key_statistics, measures, modality, qc_flags, rl_ratio, suspicion
 
 THUMB_SIZE = (224, 120)  # max width, height: ~10 kB JPEG each, so 500 cases stay ~5 MB
@@ -214,8 +215,6 @@ def _row(json_path: Path, record: dict, out_dir: Path) -> tuple[float, str, str,
 def render(out_dir: Path, title: str | None = None, sidecars: list | None = None) -> str:
     """The whole page as a string: suspicious cases first (suspicion, then name). `sidecars`: what
     load_sidecars(out_dir) returns, when the caller has read them already."""
-    from lungct import __version__
-
     out_dir = Path(out_dir)
     sidecars = load_sidecars(out_dir) if sidecars is None else sidecars
     rows = sorted((_row(p, r, out_dir) for p, r in sidecars), key=lambda row: (-row[0], row[1]))

@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import difflib
 import hashlib
-import importlib
 import inspect
 import json
 import time
@@ -23,11 +22,11 @@ from pathlib import Path
 import yaml
 
 from lungct.errors import LungctError
+from lungct.keyed import TRANSFORMS
+from lungct.modalities import load_all_transforms
 
 PACKAGE_PIPELINES = Path(__file__).parent / "pipelines"
 SOURCE_PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
-# Where transform names are looked up, in order (strings: the CT and radiograph packages are plugins).
-TRANSFORM_MODULES = ("lungct.ct.transforms", "lungct.cxr.transforms", "monai.transforms")
 BASES = ("preprocess", "train-2d", "train-3d", "cxr-2d")
 OPEN_SECTIONS = ("labels", "network.args", "augment.lesions.params")  # mappings whose keys are the user's own
 RECORD_KEYS = ("name", "source", "extends", "set", "description")
@@ -215,11 +214,22 @@ def recipe_digest(recipe: dict) -> str:
 
 
 def resolve_transform(name: str):
-    for module_name in TRANSFORM_MODULES:
-        module = importlib.import_module(module_name)
-        if hasattr(module, name):
-            return getattr(module, name)
+    """The transform class a recipe names: lungct's own (registered by each modality's chain), else MONAI's."""
+    if name not in TRANSFORMS:
+        load_all_transforms()
+    if name in TRANSFORMS:
+        return TRANSFORMS[name]
+    monai_transforms = _monai_transforms()
+    if hasattr(monai_transforms, name):
+        return getattr(monai_transforms, name)
     raise LungctError(None, f"recipe names an unknown transform '{name}' (neither lungct nor MONAI has it)")
+
+
+def _monai_transforms():
+    """MONAI's transforms, imported only for a recipe that names one: the import costs 1.7 s (lungct.keyed)."""
+    import monai.transforms
+
+    return monai.transforms
 
 
 def parameters(cls) -> dict:
@@ -251,10 +261,8 @@ def check_step(spec, where) -> None:
 
 
 def _known_transforms() -> list[str]:
-    names = []
-    for module_name in TRANSFORM_MODULES[:-1]:
-        names += list(getattr(importlib.import_module(module_name), "__all__", []))
-    return names
+    load_all_transforms()
+    return sorted(TRANSFORMS)
 
 
 def resolved_step(spec: dict) -> dict:
@@ -274,7 +282,7 @@ class Chain:
     """Runs a list of transform specs in order and records each one's wall time in case['timings_s']."""
 
     def __init__(self, steps: list[dict], source=None):
-        self.specs = steps
+        self.specs, self.source = steps, source
         self.steps = []
         for spec in steps:
             check_step(spec, source)
@@ -287,6 +295,36 @@ class Chain:
     @classmethod
     def of(cls, recipe: dict) -> "Chain":
         return cls(chain_of(recipe), recipe.get("source"))
+
+    def _first(self, attribute: str):
+        """The first step's value of a semantic attribute (lungct.keyed.KeyedTransform), or None."""
+        return next((getattr(t, attribute) for _, t in self.steps if getattr(t, attribute, None) is not None), None)
+
+    @property
+    def window(self) -> dict | None:
+        """The HU window the chain maps to the network's units."""
+        return self._first("window")
+
+    @property
+    def spacing_mm(self):
+        """The spacing the chain resamples to (None: not resampled)."""
+        return self._first("target_spacing_mm")
+
+    @property
+    def roi_fill_hu(self) -> float | None:
+        """What the image holds outside the lung ROI (None: the chain leaves it alone)."""
+        return self._first("roi_fill_hu")
+
+    @property
+    def makes_roi(self) -> bool:
+        return any(getattr(t, "roi_step", False) for _, t in self.steps)
+
+    def without_roi(self) -> "Chain":
+        """The chain without the steps that only make the ROI, unless the image needs the ROI."""
+        if self.roi_fill_hu is not None:
+            return self
+        specs = [spec for spec, (_, t) in zip(self.specs, self.steps) if not getattr(t, "roi_step", False)]
+        return Chain(specs, self.source)
 
     def __call__(self, data: dict) -> dict:
         timings = data.setdefault("case", {}).setdefault("timings_s", {})

@@ -13,8 +13,14 @@ import random
 import numpy as np
 import torch
 
+from lungct.ct.lesions import LesionParams, orientation_hints, synthesize_lesions
+from lungct.ct.transforms.common import hu_to_window, window_to_hu
+from lungct.cxr.augment import add_opacities, film_augment
+from lungct.cxr.transforms import valid_region
 from lungct.data import Case
 from lungct.errors import LungctError
+from lungct.geometry import voxel_spacing
+from lungct.recipes import Chain, _suggest
 
 
 def fit_2d(array: np.ndarray, size, fill: float, offsets=None) -> np.ndarray:
@@ -164,8 +170,6 @@ class LesionSynthesis:
     def __init__(self, prob: float, window: dict, params: dict | None = None, where=None):
         import dataclasses
 
-        from lungct.ct.lesions import LesionParams
-        from lungct.recipes import _suggest
 
         self.prob, self.window = float(prob), window
         known = {f.name for f in dataclasses.fields(LesionParams)}
@@ -176,10 +180,6 @@ class LesionSynthesis:
         self.params = LesionParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in (params or {}).items()})
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
-        from lungct.ct.lesions import orientation_hints, synthesize_lesions
-        from lungct.ct.transforms.common import hu_to_window, window_to_hu
-        from lungct.geometry import voxel_spacing
-
         if not labels.any() or rng.random() >= self.prob:
             return image, labels
         hu = window_to_hu(image, self.window)
@@ -200,9 +200,6 @@ class RadiographSynthesis:
         self.opacity_prob, self.film_prob, self.rest = float(opacity_prob), float(film_prob), rest
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
-        from lungct.cxr.augment import add_opacities, film_augment
-        from lungct.cxr.transforms import valid_region
-
         valid = valid_region({"case": case.record}, image.shape)
         if rng.random() < self.opacity_prob:
             image = add_opacities(image, labels, rng)
@@ -215,13 +212,11 @@ class RadiographSynthesis:
 def make_synthesis(recipe: dict, chain: list[dict]):
     """The modality's per-sample synthesis the recipe asks for, or None; for radiographs also the chain
     steps that then run per sample (the cases are loaded only up to augment.before_step)."""
-    from lungct.recipes import Chain
-
     augment = recipe["augment"]
     if recipe["modality"] == "ct":
         if augment["lesions"]["prob"] <= 0:
             return None
-        window = next((s.get("args") or {} for s in chain if s["name"] == "HUWindowd"), None)
+        window = Chain(chain, recipe.get("source")).window
         if window is None:
             raise LungctError(recipe.get("source"), "lesion synthesis needs the chain's HUWindowd step")
         lesions = augment["lesions"]

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from lungct import __version__
+from lungct.io.volumes import write_json
+from lungct.options import InferOptions
 
 
 @dataclass
@@ -61,7 +63,6 @@ class Result:
         self.timings_s["write"] = round(time.perf_counter() - start, 3)
         self.timings_s["total"] = round(sum(v for k, v in self.timings_s.items() if k != "total"), 3)
         record = self.sidecar(plan, written)
-        from lungct.io.volumes import write_json
 
         write_json(plan.json, record)
         return record
@@ -97,8 +98,8 @@ class Segmenter:
 
     modality = "?"
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, options: InferOptions = InferOptions()):
+        self.model, self.options = model, options
 
     def read(self, source):
         raise NotImplementedError
@@ -110,8 +111,10 @@ class Segmenter:
         raise NotImplementedError
 
     def settings(self) -> dict:
-        """The options the sidecar records under "inference"."""
-        return {"device": str(self.model.device), "precision": self.model.precision_name()}
+        """The options the sidecar records under "inference": where the network ran and the options of
+        this modality (lungct.options)."""
+        return {"device": str(self.model.device), "precision": self.model.precision_name(),
+                **self.options.for_modality(self.modality)}
 
     def segment(self, source) -> Result:
         """Labels of one input (a path, a discovered case, or an input already read) on its own grid."""

@@ -21,10 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lungct import data as cases_from
 from lungct.checkpoint import read_checkpoint, save_checkpoint
+from lungct.cxr.dataset import cxr_pairs, find_split_file, read_split_file
+from lungct.data import read_reference
+from lungct.engine import make_segmenter
 from lungct.errors import LungctError
+from lungct.metrics import overlap
+from lungct.models import Model, autocast_dtype, pick_device, resolve_model
 from lungct.networks import DIMS, build_network, parameter_count
+from lungct.options import InferOptions
+from lungct.recipes import Chain, chain_of, resolved_step
+from lungct.sampling import PatchSampler, SliceSampler, augmentation, chain_before, make_synthesis
 from lungct.trainlog import plot_log, write_log
+from lungct.workspace import prep_dir
 
 
 def seed_everything(seed: int) -> None:
@@ -111,8 +121,6 @@ def make_loss(recipe: dict, epoch: int):
 
 
 def make_sampler(recipe: dict, cases, seed: int, chain: list[dict]):
-    from lungct.sampling import PatchSampler, SliceSampler, augmentation, make_synthesis
-
     settings, dim, inp = recipe["data"], int(recipe["dim"]), recipe["input"]
     size = inp["slice_size"] if dim == 2 else inp["patch_size"]
     augment = augmentation(recipe["augment"], size, seed)
@@ -127,8 +135,6 @@ def make_sampler(recipe: dict, cases, seed: int, chain: list[dict]):
 
 def model_meta(recipe: dict, network_args: dict, chain: list[dict]) -> dict:
     """What inference needs to know about the network (the checkpoint's meta without the training record)."""
-    from lungct.recipes import resolved_step
-
     inp, dim = recipe["input"], int(recipe["dim"])
     size_key = "slice_size" if dim == 2 else "patch_size"
     return {"network": {"name": recipe["network"]["name"], "args": network_args}, "dim": dim,
@@ -140,8 +146,6 @@ def model_meta(recipe: dict, network_args: dict, chain: list[dict]) -> dict:
 
 def initialise_from(network: torch.nn.Module, meta: dict, model: str, log=print) -> None:
     """Fine-tuning: the weights of a checkpoint (path or shipped name) whose network and labels are the recipe's."""
-    from lungct.models import resolve_model
-
     path = resolve_model(model)
     payload = read_checkpoint(path)
     for key in ("network", "labels"):
@@ -158,19 +162,13 @@ def initialise_from(network: torch.nn.Module, meta: dict, model: str, log=print)
 def training_data(recipe: dict, data: Path | None, images: Path | None, labels: Path | None,
                   progress: bool = True) -> tuple[list, list, list[dict]]:
     """(training cases, validation cases, the network input chain that made their images)."""
-    from lungct import data as cases_from
-    from lungct.recipes import Chain, chain_of
-
     chain, settings, seed = chain_of(recipe), recipe["data"], int(recipe["seed"])
     allowed = {int(v) for v in recipe["labels"].values()}
     assignment = None
     if recipe["modality"] == "cxr":
-        from lungct.cxr.dataset import cxr_pairs, find_split_file, read_split_file
-
         images = images or data
         if not images or not labels:
             raise LungctError(images, "radiograph training needs --images and --labels (masks, 0/1 or 0/255)")
-        from lungct.sampling import chain_before, make_synthesis
 
         split_file = find_split_file(Path(images), settings["split_file"])
         assignment = read_split_file(split_file) if split_file else None
@@ -181,8 +179,6 @@ def training_data(recipe: dict, data: Path | None, images: Path | None, labels: 
             raise LungctError(images, "--images needs --labels (a folder of label files matched by case name)")
         cases = cases_from.load_pair_cases(images, labels, allowed, Chain(chain, recipe.get("source")))
     else:
-        from lungct.workspace import prep_dir
-
         cases, prep_recipe = cases_from.load_prep_cases(data or prep_dir(), labels, allowed)
         chain = cases_from.adopt_prep_chain(chain, prep_recipe, data or prep_dir())
         fill = cases_from.masked_value(chain, prep_recipe)
@@ -199,12 +195,8 @@ class Validation:
     per label against the original-grid reference with the function `lungct evaluate` uses."""
 
     def __init__(self, cases: list, network: torch.nn.Module, meta: dict, device: torch.device, aerated: bool = False):
-        from lungct.data import read_reference
-        from lungct.engine import make_segmenter
-        from lungct.models import Model, autocast_dtype
-
         self.model = Model(network, meta, device, autocast_dtype(device, "auto"))
-        self.segmenter = make_segmenter(self.model, binary=meta["modality"] == "cxr", aerated=aerated)
+        self.segmenter = make_segmenter(self.model, InferOptions(binary=meta["modality"] == "cxr", aerated=aerated))
         self.items = []
         for case in cases:
             if case.source is None or not Path(case.source).exists():
@@ -216,8 +208,6 @@ class Validation:
 
     def score(self) -> dict:
         """{case: {label name: Dice}} of this rank's validation cases."""
-        from lungct.metrics import overlap
-
         self.model.network.eval()
         out = {}
         for name, prepared, reference in self.items:
@@ -242,7 +232,6 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     """Train as the recipe says; returns the best validation metrics. Writes best.pt, last.pt, log.csv, plots."""
     from tqdm import tqdm
 
-    from lungct.models import pick_device
 
     out_dir, seed, dim = Path(out_dir), int(recipe["seed"]), int(recipe["dim"])
     seed_everything(seed)

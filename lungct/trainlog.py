@@ -5,6 +5,8 @@ import csv
 import datetime as _dt
 from pathlib import Path
 
+from lungct.workspace import runs_dir
+
 
 def write_log(out_dir: Path, history: list[dict]) -> None:
     fields = list(dict.fromkeys(k for row in history for k in row))
@@ -42,7 +44,5 @@ def plot_log(out_dir: Path, history: list[dict]) -> None:
 
 
 def default_run_dir(recipe: dict) -> Path:
-    from lungct.workspace import runs_dir
-
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return runs_dir() / f"{recipe.get('name', 'train')}-{stamp}"

@@ -18,7 +18,8 @@ import lungct
 from lungct import engine
 from lungct.checkpoint import save_checkpoint
 from lungct.cli import main
-from lungct.engine import InferOptions, resolved
+from lungct.engine import resolved
+from lungct.options import InferOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,8 +101,8 @@ def test_latest_is_fixed_when_a_batch_starts(tmp_path, model_2d, monkeypatch):
     options = resolved(InferOptions(models=["latest"]))
     (runs / "b").mkdir()
     (runs / "b" / "best.pt").write_bytes(Path(model_2d).read_bytes())  # a run finishing mid-batch
-    assert options.models == [str(runs / "a" / "best.pt")]
-    assert resolved(InferOptions(models=["latest"])).models == [str(runs / "b" / "best.pt")]
+    assert options.models == (str(runs / "a" / "best.pt"),)
+    assert resolved(InferOptions(models=["latest"])).models == (str(runs / "b" / "best.pt"),)
 
 
 def test_the_example_runs(scan_file, model_2d, tmp_path):

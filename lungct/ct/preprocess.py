@@ -29,6 +29,7 @@ from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
 from lungct.io.volumes import atomic_path, write_json, write_nifti
 from lungct.labels import LUNG_LABELS, measure
 from lungct.recipes import Chain, load_recipe, recipe_digest
+from lungct.report import save_preview
 
 CASE_FILES = ("image.nii.gz", "lungs.nii.gz", "roi.nii.gz", "lungs-native.nii.gz", "case.json", "preview.png")
 SUMMARY_FIELDS = ["case", "status", "right_lung_ml", "left_lung_ml", "total_ml", "flags", "warnings", "source", "seconds"]
@@ -106,8 +107,6 @@ def case_record(result: Preprocessed, recipe: dict) -> dict:
 
 def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: bool = False) -> Path:
     """Write one case folder atomically: build it under a hidden name, then rename it into place."""
-    from lungct.report import save_preview
-
     out_dir = Path(out_dir)
     final = out_dir / result.scan.name
     tmp = out_dir / f".tmp-{result.scan.name}-{uuid.uuid4().hex[:8]}"

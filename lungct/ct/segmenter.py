@@ -16,17 +16,25 @@ import numpy as np
 
 from lungct.ct.conventions import ConventionParams, Conventions, two_conventions
 from lungct.ct.decision import LesionDecision, hu_image
+from lungct.ct.densitometry import densitometry_checks, lung_statistics, save_histogram_plot
+from lungct.ct.noise import lung_noise_hu
 from lungct.ct.pipeline import PostProcessing, Step
+from lungct.ct.postprocess import postprocess
+from lungct.ct.transforms.common import affine_of, put_volume, volume_of, window_to_hu
+from lungct.ct.transforms.lungs import NO_LUNG_WARNING
+from lungct.ct.tumours import describe_tumours, join_tumours
 from lungct.errors import LungctError
 from lungct.geometry import geometry_summary, smooth_probabilities_to_grid, voxel_ml, voxel_spacing
 from lungct.io import CaseSource, Scan, load_case, load_scan
-from lungct.labels import BINARY_LABELS, measure
+from lungct.io.dicom_export import write_dicom_seg, write_rtstruct
+from lungct.io.volumes import write_nifti
+from lungct.labels import BINARY_LABELS, TUMOUR, measure
 from lungct.models import Model, flip_dice, uncertain_fraction
 from lungct.morphology import bounding_box
-from lungct.ct.postprocess import postprocess
-from lungct.recipes import Chain, resolve_transform
+from lungct.options import InferOptions
+from lungct.recipes import Chain
+from lungct.report import save_preview
 from lungct.segmentation import OutputPlan, Result, Segmenter
-
 
 CROP_MARGIN_MM = 30.0  # context around the ROI the network sees (the U-Net's receptive field is wider: the edge
 # of the crop is read as air, 30 mm from the lungs' own boundary)
@@ -62,9 +70,6 @@ class CTResult(Result):
         return self.scan.affine
 
     def write_outputs(self, plan: OutputPlan) -> dict:
-        from lungct.io.volumes import write_nifti
-        from lungct.report import save_preview
-
         written = {}
         if plan.mask is not None:
             header = self.scan.header if self.input_format in ("nii", "nii.gz") else None
@@ -78,8 +83,6 @@ class CTResult(Result):
                          self.label_values, title=title)
             written["preview"] = plan.preview
             if self.statistics is not None:
-                from lungct.ct.densitometry import save_histogram_plot
-
                 histogram = plan.preview.with_name(plan.preview.name.replace("-preview.png", "") + "-histogram.png")
                 save_histogram_plot(histogram, self.statistics, title=f"{self.name}: lung HU")
                 written["histogram"] = histogram
@@ -88,8 +91,6 @@ class CTResult(Result):
 
     def write_dicom(self, targets: dict) -> dict:
         """DICOM-SEG and RTSTRUCT objects referencing the source series (lungct.io.dicom_export)."""
-        from lungct.io.dicom_export import write_dicom_seg, write_rtstruct
-
         segments = {v: name.replace("_", " ").capitalize() for name, v in self.label_values.items() if v}
         writers = {"dicom-seg": write_dicom_seg, "rtstruct": write_rtstruct}
         for kind, path in targets.items():
@@ -102,18 +103,16 @@ class CTSegmenter(Segmenter):
 
     modality = "ct"
 
-    def __init__(self, model: Model, tta: bool = False, roi: bool | None = None, binary: bool = False,
-                 aerated: bool = False, statistics: bool = True, recalibrate: bool = False, slice_batch: int = 16,
-                 sw_batch_size: int = 4, overlap: float = 0.5, tumour: "CTSegmenter | None" = None):
-        super().__init__(model)
-        if model.modality != "ct":
+    def __init__(self, model: Model, options: InferOptions = InferOptions(), tumour: "CTSegmenter | None" = None):
+        super().__init__(model, options)
+        if model.modality != self.modality:
             raise LungctError(model.path, f"is a {model.modality} model; CT scans need a CT model")
         self.pipeline = PostProcessing.from_meta(model.meta, model.path)
-        self.tta, self.binary, self.aerated = tta, binary, aerated
-        self.statistics, self.recalibrate = statistics, recalibrate
+        self.tta, self.binary, self.aerated = options.tta, options.binary, options.aerated
+        self.statistics, self.recalibrate = options.statistics, options.recalibrate
         self.lung_model = bool(set(model.names.values()) & {"right_lung", "left_lung", "lungs"})
         self.tumour = tumour  # a tumour model's segmenter, joined to these lungs (lungct.ct.tumours)
-        self.roi = self.pipeline.has("roi") if roi is None else roi
+        self.roi = self.pipeline.has("roi") if options.roi is None else options.roi
         self.min_component_fraction = float(self.pipeline.params("main_components")["min_fraction"])
         self.decision = None
         if self.pipeline.has("lesion_decision"):
@@ -122,26 +121,22 @@ class CTSegmenter(Segmenter):
             self.decision = LesionDecision.from_stage(model.stages["lesion_decision"], model.device, model.path)
         self.convention_params = ConventionParams.from_steps(self.pipeline.params("boundary"),
                                                              self.pipeline.params("dense_lesion_rule"))
-        self.slice_batch, self.sw_batch_size, self.overlap = max(1, slice_batch), sw_batch_size, overlap
-        steps = model.meta["input"]["chain"]
-        makes_roi = any(getattr(resolve_transform(s["name"]), "ADDS_ONLY", False) for s in steps)
-        if self.roi and not makes_roi:
+        self.slice_batch = max(1, options.slice_batch)
+        self.sw_batch_size, self.overlap = options.sw_batch_size, options.overlap
+        chain = Chain(model.meta["input"]["chain"], model.path)
+        if self.roi and not chain.makes_roi:
             raise LungctError(model.path, "--roi: this model's input chain makes no lung ROI")
-        if not self.roi:  # steps that only add the ROI are not needed then
-            steps = [s for s in steps if not getattr(resolve_transform(s["name"]), "ADDS_ONLY", False)
-                     or _feeds_image(steps)]
-        self.chain = Chain(steps, model.path)
-        self.window = next((s.get("args") for s in steps if s["name"] == "HUWindowd"), None)
+        self.chain = chain if self.roi else chain.without_roi()  # the ROI's steps are not needed then
+        self.window = chain.window
 
     @classmethod
     def load(cls, model=None, device: str = "auto", precision: str = "auto", **options) -> "CTSegmenter":
-        return cls(Model.load(model, "ct", device, precision), **options)
+        options = InferOptions(device=device, precision=precision, **options)
+        return cls(Model.load(model, cls.modality, device, precision), options)
 
     def settings(self) -> dict:
-        return {**super().settings(), "tta": self.tta, "binary": self.binary, "roi": self.roi,
-                "convention": "aerated" if self.aerated else "lungs", "statistics": self.statistics,
-                "recalibrate": self.recalibrate, "postprocess": self.applied_pipeline().record(),
-                **({"sw_batch_size": self.sw_batch_size, "overlap": self.overlap} if self.model.dim == 3 else {})}
+        return {**super().settings(), "roi": self.roi, "convention": "aerated" if self.aerated else "lungs",
+                "postprocess": self.applied_pipeline().record()}
 
     def applied_pipeline(self) -> PostProcessing:
         """The recorded steps as this run applies them (--roi / --no-roi may add or drop the ROI step)."""
@@ -163,7 +158,6 @@ class CTSegmenter(Segmenter):
         if not self.roi:
             prepared.roi = None
         elif prepared.roi is not None and not prepared.roi.any():  # it would clear every label
-            from lungct.ct.transforms.lungs import NO_LUNG_WARNING
 
             prepared.roi = None  # the chain's own warning is replaced by what it means here
             kept = [w for w in prepared.case.get("warnings", []) if w != NO_LUNG_WARNING]
@@ -229,8 +223,6 @@ class CTSegmenter(Segmenter):
             native, label_values, tumours = self.join_tumours(native, label_values, scan)
             timings["tumour"] = round(time.perf_counter() - start, 3)
         if self.lung_model:
-            from lungct.ct.noise import lung_noise_hu
-
             confidence["lung_noise_hu"] = lung_noise_hu(scan.array, conventions.aerated,
                                                         stored_to_hu(prepared.case)[0])
         density = None
@@ -268,7 +260,6 @@ class CTSegmenter(Segmenter):
         model segments no lungs (then there is no gas to drop or lesion to take back)."""
         if self.window is None or not self.lung_model:
             return None
-        from lungct.ct.transforms.common import window_to_hu
 
         return window_to_hu(prepared.image, self.window)
 
@@ -302,9 +293,6 @@ class CTSegmenter(Segmenter):
 
     def join_tumours(self, lungs: np.ndarray, label_values: dict, scan: Scan):
         """(labels with the tumour model's tumours inside the lungs, label values, each tumour measured)."""
-        from lungct.ct.tumours import describe_tumours, join_tumours
-        from lungct.labels import TUMOUR
-
         tumour = self.tumour.finish(self.tumour.prepare(scan))
         mask = tumour.labels == tumour.label_values.get("tumour", 1)
         joined = join_tumours(lungs, mask)
@@ -313,8 +301,6 @@ class CTSegmenter(Segmenter):
     def density(self, labels: np.ndarray, label_values: dict, prepared: PreparedScan):
         """(sidecar record, LungStatistics or None) of the written mask on calibrated HU: refused (a reason in
         the record) when the scan's HU calibration is off and --recalibrate was not given."""
-        from lungct.ct.densitometry import densitometry_checks, lung_statistics
-
         scan, calibration = prepared.scan, prepared.case.get("hu_calibration") or {}
         miscalibrated = calibration.get("status") == "miscalibrated"
         slope, intercept = stored_to_hu(prepared.case)
@@ -355,15 +341,8 @@ def stored_to_hu(case: dict) -> tuple[float, float]:
 
 def prepare_scan(chain: Chain, scan: Scan) -> PreparedScan:
     """Run an input chain on a scan: what training's data and inference both start from."""
-    from lungct.ct.transforms.common import affine_of, put_volume, volume_of
-
     case = {"warnings": list(scan.warnings), "flags": [], "input": scan.geometry(), "timings_s": {}}
     data = chain(put_volume({"case": case, "source": str(scan.source)}, "image", scan.array, scan.affine))
     roi = volume_of(data, "roi") if "roi" in data else None
     extras = {key: volume_of(data, key) for key in ("lungs", "body") if key in data}
     return PreparedScan(scan, volume_of(data, "image"), affine_of(data, "image"), roi, data["case"], extras)
-
-
-def _feeds_image(steps: list[dict]) -> bool:
-    """True when a step changes the image with the ROI (MaskOutsideROId enabled): the ROI must be made."""
-    return any(s["name"] == "MaskOutsideROId" and (s.get("args") or {}).get("enabled", True) for s in steps)

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from lungct.labels import BINARY_LABELS, LEFT_LUNG as LEFT, LUNG_LABELS, RIGHT_LUNG as RIGHT, measure
+from lungct.cxr.transforms import to_original
+from lungct.labels import BINARY_LABELS, LUNG_LABELS, measure
+from lungct.labels import LEFT_LUNG as LEFT
+from lungct.labels import RIGHT_LUNG as RIGHT
 
 FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
 
@@ -122,8 +125,6 @@ def finish_cxr(lung_probability: np.ndarray, record: dict, threshold: float = 0.
                fill_holes: bool = True, split: bool = True) -> CxrResult:
     """From the lung probability on the chain's 256 x 256 grid to the post-processed mask on the
     radiograph's own pixels, with right/left labels and areas."""
-    from lungct.cxr.transforms import to_original
-
     native = to_original(np.asarray(lung_probability, dtype=np.float32), record, nearest=False)
     mask = postprocess_cxr(np.clip(native, 0, 1), threshold, min_fraction, fill_holes)
     warnings = []

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from lungct.cxr.postprocess import finish_cxr
 from lungct.errors import LungctError
 from lungct.io.discover import CaseSource
 from lungct.io.radiograph import Radiograph, load_radiograph
-from lungct.io.volumes import NIFTI_SUFFIXES, atomic_path, suffix_of
+from lungct.io.volumes import NIFTI_SUFFIXES, atomic_path, suffix_of, write_nifti
 from lungct.labels import BINARY_LABELS, LUNG_LABELS
 from lungct.models import Model, flip_dice, uncertain_fraction
+from lungct.options import InferOptions
 from lungct.recipes import Chain
+from lungct.report import save_picture_overlay
 from lungct.segmentation import OutputPlan, Result, Segmenter
 
 
@@ -40,12 +43,8 @@ class RadiographResult(Result):
         self.radiograph, self.mask = radiograph, mask
 
     def write_outputs(self, plan: OutputPlan) -> dict:
-        from lungct.report import save_picture_overlay
-
         written = {"mask": plan.mask}
         if suffix_of(plan.mask) in NIFTI_SUFFIXES:
-            from lungct.io.volumes import write_nifti
-
             write_nifti(plan.mask, self.labels.T[:, :, None], coronal_affine(self.radiograph.spacing_mm), dtype=np.uint8)
         else:
             write_png(plan.mask, self.mask * 255)  # 0/255: viewable, like reference masks
@@ -80,20 +79,21 @@ class RadiographSegmenter(Segmenter):
 
     modality = "cxr"
 
-    def __init__(self, model: Model, binary: bool = False):
-        super().__init__(model)
-        if model.modality != "cxr":
+    def __init__(self, model: Model, options: InferOptions = InferOptions()):
+        super().__init__(model, options)
+        if model.modality != self.modality:
             raise LungctError(model.path, f"is a {model.modality} model, not a radiograph model")
-        self.binary = binary
+        self.binary = options.binary
         self.post = dict(model.meta.get("inference") or {})
         self.chain = Chain(model.meta["input"]["chain"], model.path)
 
     @classmethod
     def load(cls, model=None, device: str = "auto", precision: str = "auto", **options) -> "RadiographSegmenter":
-        return cls(Model.load(model, "cxr", device, precision), **options)
+        options = InferOptions(device=device, precision=precision, **options)
+        return cls(Model.load(model, cls.modality, device, precision), options)
 
     def settings(self) -> dict:
-        return {**super().settings(), "binary": self.binary, **self.post}
+        return {**super().settings(), **self.post}
 
     def read(self, source) -> Radiograph:
         if isinstance(source, Radiograph):
@@ -115,8 +115,6 @@ class RadiographSegmenter(Segmenter):
         return PreparedRadiograph(radiograph, np.asarray(out["image"], dtype=np.float32)[0], out["case"])
 
     def finish(self, prepared: PreparedRadiograph) -> RadiographResult:
-        from lungct.cxr.postprocess import finish_cxr
-
         radiograph, model = prepared.radiograph, self.model
         timings = {}
         start = time.perf_counter()

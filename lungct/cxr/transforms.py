@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage as ndi
 
 from lungct.errors import LungctError
-from lungct.keyed import KeyedTransform
+from lungct.keyed import KeyedTransform, register_transform
 
 
 def _array(value) -> np.ndarray:
@@ -46,6 +46,7 @@ def valid_region(data: dict, shape) -> np.ndarray:
     return region
 
 
+@register_transform
 class ScaleGreyd(KeyedTransform):
     """Grey values to [0, 1] between two percentiles (0 and 100: min and max), whatever the bit depth.
 
@@ -95,6 +96,7 @@ def linear_resize(array: np.ndarray, shape) -> np.ndarray:
                   preserve_range=True).astype(np.float32)
 
 
+@register_transform
 class ResizePadd(KeyedTransform):
     """Aspect-preserving resize so the longer side fits `size`, then symmetric padding to `size`.
 
@@ -134,6 +136,7 @@ class ResizePadd(KeyedTransform):
         return data
 
 
+@register_transform
 class EqualiseHistogramd(KeyedTransform):
     """Histogram equalisation of the image's own pixels (not the padding): "global"
     (skimage equalize_hist) or "clahe" (equalize_adapthist, contrast-limited, tile `kernel_size`)."""
@@ -174,6 +177,7 @@ def _pad_of(region: np.ndarray):
     return ((int(rows[0]), region.shape[0] - 1 - int(rows[-1])), (int(cols[0]), region.shape[1] - 1 - int(cols[-1])))
 
 
+@register_transform
 class LocalContrastNormalised(KeyedTransform):
     """Local contrast normalisation (the SegNet radiograph paper): subtract the Gaussian-weighted local
     mean, divide by the local standard deviation (never by less than its image-wide mean, so flat areas are

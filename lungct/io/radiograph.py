@@ -15,7 +15,7 @@ import numpy as np
 
 from lungct.errors import LungctError
 from lungct.io.dicom import dicom_kind, is_dicom_file
-from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
+from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, stem_of, suffix_of
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R BT.601, as Pillow's convert("L")
 CT_VOLUME_REFUSAL = "is a CT volume, not a radiograph; use the CT model or --modality"
@@ -40,8 +40,6 @@ class Radiograph:
 
     @property
     def name(self) -> str:
-        from lungct.io.volumes import stem_of
-
         return stem_of(self.source)
 
 

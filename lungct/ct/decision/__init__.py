@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from lungct.errors import LungctError
 from lungct.geometry import REVERSE_AXES, array_to_sitk, set_sitk_geometry, sitk_view_to_array
 from lungct.networks import build_network
+from lungct.recipes import Chain
 
 OUTSIDE, LUNG, LESION = 0, 1, 2
 DIVISOR = 16  # the network's total downsampling: box sides are padded to a multiple of it
@@ -49,7 +50,7 @@ class LesionDecision:
 
     def __init__(self, network: torch.nn.Module, meta: dict, device: torch.device):
         self.network, self.meta, self.device = network, meta, device
-        self.spacing_mm = float(next(s for s in meta["input"]["chain"] if s["name"] == "Resampled")["args"]["spacing_mm"])
+        self.spacing_mm = float(Chain(meta["input"]["chain"]).spacing_mm)
         self.windows = [tuple(w) for w in meta["input"]["windows"]]
 
     @classmethod

@@ -11,7 +11,7 @@ import numpy as np
 
 from lungct.morphology import (analysis_strides, dilate_mm, erode_mm, fill_holes_2d, largest_component,
                                upsample_nearest)
-from lungct.keyed import KeyedTransform
+from lungct.keyed import KeyedTransform, register_transform
 from lungct.ct.transforms.common import case_info, hu_to_stored, put_like, spacing_of, volume_of
 
 
@@ -31,10 +31,11 @@ def body_mask(array: np.ndarray, spacing, threshold: float = -500.0, opening_rad
     return upsample_nearest(body, strides, array.shape)
 
 
+@register_transform
 class BodyMaskd(KeyedTransform):
     """Add "body" (uint8) to the dict: the filled body, couch and outside air excluded."""
 
-    ADDS_ONLY = True  # adds its key, leaves the image alone: only the ROI needs it at inference
+    roi_step = True
     def __init__(self, keys="image", output_key: str = "body", threshold_hu: float = -500.0,
                  opening_radius_mm: float = 4.0, analysis_spacing_mm: float = 2.0, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from lungct.errors import LungctError
-from lungct.keyed import KeyedTransform
+from lungct.keyed import KeyedTransform, register_transform
 from lungct.ct.transforms.common import affine_of, case_info, hu_to_stored, put_volume, volume_of
 
 AIR_HU = -1000.0
@@ -71,6 +71,7 @@ def _mode(values: np.ndarray, bin_width: float = 4.0) -> float:
     return float((edges[peak] + edges[peak + 1]) / 2)
 
 
+@register_transform
 class CheckHUCalibrationd(KeyedTransform):
     """Refuse non-CT values, flag a scan whose outside air is not at -1000 HU, and optionally fix it.
 
@@ -131,6 +132,7 @@ def _round(value, digits=1):
     return None if value is None else round(float(value), digits)
 
 
+@register_transform
 class HUWindowd(KeyedTransform):
     """Clip to the recipe's HU window and rescale to [b_min, b_max]: MONAI's ScaleIntensityRanged, in its
     order of operations (tests compare the two), on one new tensor.
@@ -145,6 +147,11 @@ class HUWindowd(KeyedTransform):
         self.window_hu = (a_min, a_max)
         self.b_min, self.b_max, self.clip = b_min, b_max, clip
         self.dtype = None if dtype is None else torch.from_numpy(np.zeros(0, dtype)).dtype
+
+    @property
+    def window(self) -> dict:
+        """The HU window and the range it maps to, as the recipe gives them."""
+        return {"a_min": self.window_hu[0], "a_max": self.window_hu[1], "b_min": self.b_min, "b_max": self.b_max}
 
     def __call__(self, data):
         d = dict(data)
@@ -164,6 +171,7 @@ class HUWindowd(KeyedTransform):
         return d
 
 
+@register_transform
 class MaskOutsideROId(KeyedTransform):
     """Set image voxels outside the lung region of interest to air (the seed papers' last step)."""
 
@@ -173,6 +181,11 @@ class MaskOutsideROId(KeyedTransform):
         self.roi_key = roi_key
         self.fill_hu = fill_hu
         self.enabled = enabled
+
+    @property
+    def roi_fill_hu(self) -> float | None:
+        """What the image holds outside the ROI once this ran (None when it is off)."""
+        return float(self.fill_hu) if self.enabled else None
 
     def __call__(self, data):
         d = dict(data)

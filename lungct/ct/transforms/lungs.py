@@ -27,7 +27,7 @@ from lungct.morphology import (IN_PLANE, analysis_strides, bounding_box, dilate_
                                upsample_nearest)
 from lungct.ct.transforms.body import body_mask
 from lungct.ct.transforms.separation import split_in_two, split_objects
-from lungct.keyed import KeyedTransform
+from lungct.keyed import KeyedTransform, register_transform
 from lungct.ct.transforms.common import case_info, hu_to_stored, put_like, volume_of, affine_of
 
 NO_LUNG_WARNING = "no lung found"  # the case's warning when the chain finds no lung
@@ -330,11 +330,12 @@ def _midline(body: np.ndarray) -> float:
     return float((np.arange(len(profile)) * profile).sum() / profile.sum())
 
 
+@register_transform
 class LungMaskd(KeyedTransform):
     """Add "lungs" (uint8: 1 = right lung, 2 = left lung) to the dict; the report goes to case["lungs"]."""
 
     PARAMS = LungParams  # every constant of the step, recipe arguments of its own
-    ADDS_ONLY = True  # adds its key, leaves the image alone: only the ROI needs it at inference
+    roi_step = True
     def __init__(self, keys="image", output_key: str = "lungs", body_key: str = "body",
                  allow_missing_keys: bool = False, **params):
         super().__init__(keys, allow_missing_keys)

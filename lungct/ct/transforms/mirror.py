@@ -16,7 +16,7 @@ from scipy import ndimage as ndi
 
 from lungct.geometry import from_ras, to_ras, voxel_spacing
 from lungct.morphology import analysis_strides, bounding_box, close_mm, dilate_mm, fine_box, upsample_nearest
-from lungct.keyed import KeyedTransform
+from lungct.keyed import KeyedTransform, register_transform
 from lungct.ct.transforms.common import affine_of, case_info, hu_to_stored, put_like, volume_of
 
 
@@ -144,11 +144,12 @@ def _union(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
+@register_transform
 class MirrorROId(KeyedTransform):
     """Add "roi" (uint8): the lungs, their mirrored twins about the spine axis, with a margin."""
 
     PARAMS = MirrorParams  # every constant of the step, recipe arguments of its own
-    ADDS_ONLY = True  # adds its key, leaves the image alone: only the ROI needs it at inference
+    roi_step = True
     def __init__(self, keys="image", lungs_key: str = "lungs", body_key: str = "body", output_key: str = "roi",
                  allow_missing_keys: bool = False, **params):
         super().__init__(keys, allow_missing_keys)

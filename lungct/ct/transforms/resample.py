@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lungct.keyed import KeyedTransform
+from lungct.keyed import KeyedTransform, register_transform
 from lungct.ct.transforms.common import affine_of, case_info, put_volume
 from lungct.geometry import reoriented_grid, resample_to_spacing, voxel_spacing
 
 
+@register_transform
 class Resampled(KeyedTransform):
     """Orient to `axcodes` and resample to `spacing_mm`: images linear, label maps nearest.
 
@@ -24,6 +25,10 @@ class Resampled(KeyedTransform):
         self.axcodes = axcodes
         self.keep_thick_slices = keep_thick_slices
         self.label_keys = set([label_keys] if isinstance(label_keys, str) else label_keys)
+
+    @property
+    def target_spacing_mm(self):
+        return self.spacing_mm
 
     def target_spacing(self, affine: np.ndarray, shape) -> list[float]:
         """spacing_mm (None: the scan's own spacing, only reoriented), thick slices kept if asked."""

@@ -11,17 +11,18 @@ from __future__ import annotations
 import numpy as np
 
 from lungct.ct.transforms.body import BodyMaskd
-from lungct.keyed import KeyedTransform
+from lungct.keyed import KeyedTransform, register_transform
 from lungct.ct.transforms.common import affine_of, case_info, put_like, put_volume, volume_of
 from lungct.ct.transforms.lungs import LungMaskd
 from lungct.ct.transforms.mirror import MirrorROId
 from lungct.geometry import labels_to_grid, resample_to_spacing
 
 
+@register_transform
 class LungROId(KeyedTransform):
     """Add "roi" (uint8): BodyMaskd, LungMaskd and MirrorROId run on a copy at `spacing_mm`."""
 
-    ADDS_ONLY = True  # adds its key, leaves the image alone: only the ROI needs it at inference
+    roi_step = True
 
     def __init__(self, keys="image", output_key: str = "roi", spacing_mm: float = 3.0, body: dict | None = None,
                  lungs: dict | None = None, mirror: dict | None = None, allow_missing_keys: bool = False):
