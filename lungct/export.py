@@ -22,7 +22,7 @@ def export_onnx(model, path: Path, opset: int = 17) -> dict:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise LungctError(path, "ONNX export needs the onnx package: pip install 'lungct[onnx]'") from None
-    from lungct.io.volumes import atomic_path, write_json
+    from lungct.io.atomic import atomic_path, write_json
 
     path = Path(path)
     spatial = ["h", "w"] if model.dim == 2 else ["d", "h", "w"]

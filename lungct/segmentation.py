@@ -61,7 +61,7 @@ class Result:
         self.timings_s["write"] = round(time.perf_counter() - start, 3)
         self.timings_s["total"] = round(sum(v for k, v in self.timings_s.items() if k != "total"), 3)
         record = self.sidecar(plan, written)
-        from lungct.io.volumes import write_json
+        from lungct.io.atomic import write_json
 
         write_json(plan.json, record)
         return record

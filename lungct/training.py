@@ -23,6 +23,7 @@ import torch
 
 from lungct.checkpoint import read_checkpoint, save_checkpoint
 from lungct.errors import LungctError
+from lungct.io.atomic import make_folder, write_text
 from lungct.networks import DIMS, build_network, parameter_count
 from lungct.trainlog import plot_log, write_log
 
@@ -283,8 +284,8 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     summary = {"recipe": recipe, "cases": len(train_cases), "validation_cases": [c.name for c in val_cases], "seed": seed,
                "init": str(init) if init else None}
     if dist.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=1, default=str))
+        make_folder(out_dir)
+        write_text(out_dir / "recipe.json", json.dumps(recipe, indent=1, default=str))
         log(f"{name}: {parameter_count(network) / 1e6:.2f} M parameters, {len(train_cases)} training and "
             f"{len(val_cases)} validation cases, {len(sampler_data)} samples per epoch, device {dev}")
 

@@ -25,8 +25,9 @@ from lungct.ct.segmenter import prepare_scan
 from lungct.errors import LungctError
 from lungct.geometry import geometry_summary, labels_to_grid, voxel_ml
 from lungct.io import CaseSource, Scan, discover, load_case, load_scan
+from lungct.io.atomic import TEMPORARY_NAME_CHARS, atomic_path, cannot_write, check_writable, open_text, write_json
 from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
-from lungct.io.volumes import atomic_path, write_json, write_nifti
+from lungct.io.volumes import write_nifti
 from lungct.labels import LUNG_LABELS, measure
 from lungct.recipes import Chain, load_recipe, recipe_digest
 
@@ -110,9 +111,9 @@ def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: boo
 
     out_dir = Path(out_dir)
     final = out_dir / result.scan.name
-    tmp = out_dir / f".tmp-{result.scan.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    tmp = out_dir / f".tmp-{result.scan.name[:TEMPORARY_NAME_CHARS]}-{uuid.uuid4().hex[:8]}"
     try:
+        tmp.mkdir(parents=True)
         started = time.perf_counter()
         header = result.scan.header if result.scan.format in ("nii", "nii.gz") else None
         volumes = result.volumes_ml
@@ -135,12 +136,18 @@ def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: boo
         if final.exists():
             if not overwrite:
                 raise LungctError(final, "exists already (use --overwrite to replace it)")
-            old = out_dir / f".old-{result.scan.name}-{uuid.uuid4().hex[:8]}"
+            old = out_dir / f".old-{result.scan.name[:TEMPORARY_NAME_CHARS]}-{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
+    except OSError as err:
+        raise cannot_write(final, err) from None
+    except LungctError as err:  # a file of the hidden folder: name the case folder the user will look for
+        if str(err.source).startswith(str(tmp)):
+            raise LungctError(final / Path(err.source).name, err.reason) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -178,8 +185,7 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
     `scheduler` runs the cases on a Dask cluster (lungct.batch); `num_parts`/`part_id` keep one shard of
     the case list, so that N independent jobs together do every case exactly once.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_writable(out_dir)
     cases = discover(inputs)
     if not cases:
         raise LungctError(", ".join(str(p) for p in inputs), "no scans found (DICOM series, .nii/.nii.gz, .nrrd or .mha)")
@@ -266,7 +272,7 @@ def _source_text(sources) -> str:
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
+        with open_text(tmp) as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)

@@ -17,7 +17,8 @@ import numpy as np
 from lungct.errors import LungctError
 from lungct.io.discover import CaseSource
 from lungct.io.radiograph import Radiograph, load_radiograph
-from lungct.io.volumes import NIFTI_SUFFIXES, atomic_path, suffix_of
+from lungct.io.atomic import atomic_path
+from lungct.io.volumes import NIFTI_SUFFIXES, suffix_of
 from lungct.labels import BINARY_LABELS, LUNG_LABELS
 from lungct.models import Model, flip_dice, uncertain_fraction
 from lungct.recipes import Chain

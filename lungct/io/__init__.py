@@ -10,7 +10,8 @@ from lungct.errors import LungctError
 from lungct.geometry import geometry_summary
 from lungct.io.dicom import read_series
 from lungct.io.discover import CaseSource, discover
-from lungct.io.volumes import read_volume, suffix_of, write_json, write_nifti
+from lungct.io.atomic import write_json
+from lungct.io.volumes import read_volume, suffix_of, write_nifti
 
 __all__ = ["Scan", "load_scan", "load_case", "discover", "CaseSource", "write_nifti", "write_json"]
 

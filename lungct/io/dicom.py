@@ -17,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from lungct.errors import LungctError
 from lungct.geometry import LPS_TO_RAS, sitk_affine, sitk_to_array
 from lungct.io.volumes import itk_reason
+from lungct.os_names import itk_names
 
 CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
 PROJECTION_MODALITIES = {"CR", "DX", "DR", "RG", "MG", "XA", "RF", "PX", "IO"}
@@ -233,10 +234,11 @@ def read_series(slices: list[DicomSlice], where: Path):
     slices, affine, offsets, geometry_warnings = series_geometry(slices, where)
     warnings += geometry_warnings
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(s.path) for s in slices])
     reader.SetOutputPixelType(sitk.sitkFloat32)  # rescale applied per file, no integer truncation
     try:
-        image = reader.Execute()
+        with itk_names([s.path for s in slices]) as names:
+            reader.SetFileNames(names)
+            image = reader.Execute()
     except RuntimeError as err:
         bad = _first_unreadable(slices)
         raise LungctError(bad or where, f"cannot decode DICOM pixel data ({itk_reason(err)})") from None
@@ -274,7 +276,8 @@ def _regularise(array: np.ndarray, offsets: np.ndarray, dz: float) -> np.ndarray
 
 def _read_multiframe(item: DicomSlice, warnings: list[str]):
     try:
-        image = sitk.ReadImage(str(item.path), sitk.sitkFloat32)
+        with itk_names([item.path]) as (name,):
+            image = sitk.ReadImage(name, sitk.sitkFloat32)
     except RuntimeError as err:
         raise LungctError(item.path, f"cannot decode DICOM pixel data ({itk_reason(err)})") from None
     warnings.append("multi-frame DICOM: geometry taken from the reader (GDCM)")
@@ -285,7 +288,8 @@ def _read_multiframe(item: DicomSlice, warnings: list[str]):
 def _first_unreadable(slices: list[DicomSlice]) -> Path | None:
     for s in slices:
         try:
-            sitk.ReadImage(str(s.path))
+            with itk_names([s.path]) as (name,):
+                sitk.ReadImage(name)
         except RuntimeError:
             return s.path
     return None

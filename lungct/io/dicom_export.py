@@ -38,7 +38,7 @@ from lungct import __version__
 from lungct.errors import LungctError
 from lungct.labels import colour_of
 from lungct.geometry import LPS_TO_RAS
-from lungct.io.volumes import atomic_path
+from lungct.io.atomic import atomic_path
 
 __all__ = ["write_dicom_seg", "write_rtstruct", "LUNG_SEGMENTS", "SEGMENT_CODES", "match_source_slices"]
 

@@ -1,11 +1,8 @@
-"""Reading NIfTI, NRRD and MetaImage volumes; writing every output atomically (temp name, then rename)."""
+"""Reading NIfTI, NRRD and MetaImage volumes; writing NIfTI atomically (lungct.io.atomic)."""
 from __future__ import annotations
 
 import contextlib
 import gzip
-import json
-import os
-import uuid
 import zlib
 from pathlib import Path
 
@@ -15,6 +12,8 @@ import SimpleITK as sitk
 
 from lungct.errors import LungctError
 from lungct.geometry import c_order, sitk_affine, sitk_to_array
+from lungct.io.atomic import atomic_path
+from lungct.os_names import itk_names
 
 try:  # ISA-L gzip: a standard .gz stream, 2x faster to read and 6x to write than zlib (docs/design.md)
     from isal import igzip, isal_zlib
@@ -58,7 +57,8 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, object | None]:
     if suffix in NIFTI_SUFFIXES:
         return _read_nifti(path)
     try:
-        image = sitk.ReadImage(str(path))
+        with itk_names([path]) as (name,):
+            image = sitk.ReadImage(name)
     except RuntimeError as err:
         raise LungctError(path, f"cannot read {suffix[1:].upper()} file ({itk_reason(err)})") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -138,21 +138,6 @@ def itk_reason(err: Exception) -> str:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary sibling path; on success rename it onto `path`, on failure remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = suffix_of(path) or path.suffix
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, header=None, dtype=None) -> Path:
     """Write an (x, y, z) array as NIfTI atomically; `header` (from an input) keeps its exact geometry."""
     array = np.asarray(array)
@@ -180,21 +165,3 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, header=None, 
                                                          mtime=0, filename="") as stream:
                 img.to_file_map({"image": nib.FileHolder(filename=str(tmp), fileobj=stream)})
     return Path(path)
-
-
-def write_json(path: Path, payload: dict) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    return Path(path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
