@@ -14,6 +14,7 @@ import click
 
 from lungct import __version__
 from lungct.errors import LungctError
+from lungct.os_names import printable
 
 
 def explained(func):
@@ -29,7 +30,8 @@ def explained(func):
 
 
 def say(message: str) -> None:
-    click.echo(message, err=True)
+    """A message on stderr; a file name's undecodable bytes as \\xNN (never an encoding error)."""
+    click.echo(printable(message), err=True)
 
 
 def finish_batch(outcomes, where, failures_file: str | None = None) -> None:

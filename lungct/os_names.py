@@ -11,11 +11,12 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
 ESCAPE = "lungct-escape"  # codec error handler: an undecodable byte of a file name written as \xNN
-DETACHED_HEADERS = (".mhd", ".nhdr")  # headers that name their data file, found beside the header
+DETACHED_HEADERS = (".mhd", ".nhdr")  # headers that name their data file, relative to the header
 
 
 def _escape_bytes(error: UnicodeError):
@@ -46,8 +47,8 @@ def is_utf8(path) -> bool:
 @contextlib.contextmanager
 def itk_names(paths):
     """str paths SimpleITK can open: the paths themselves when all are UTF-8; otherwise symbolic links with
-    plain names, in a temporary folder, to the same files (and to the data files beside a detached header,
-    under their own names, which the header gives)."""
+    plain names, in a temporary folder, to the same files (and to the data file a detached header names,
+    under that name)."""
     paths = [Path(p) for p in paths]
     if all(map(is_utf8, paths)):
         yield [str(p) for p in paths]
@@ -73,8 +74,11 @@ def _suffix(path: Path) -> str:
 
 
 def _link_companions(header: Path, folder: Path) -> None:
-    """Link every file beside a detached header whose name starts with the header's stem (its data)."""
-    stem = header.name[: -len(header.suffix)]
-    for sibling in header.parent.iterdir():
-        if sibling != header and sibling.name.startswith(stem) and not (folder / sibling.name).exists():
-            os.symlink(sibling.resolve(), folder / sibling.name)
+    """Link the data file a detached header names (relative to the header) under that name."""
+    text = header.read_bytes()[:8192]
+    found = re.search(rb"^(?:ElementDataFile\s*=|data ?file:)[ \t]*(.+?)[ \t]*$", text, re.MULTILINE | re.IGNORECASE)
+    if found is None or found.group(1).upper().startswith((b"LOCAL", b"LIST")):
+        return
+    name = os.fsdecode(found.group(1))
+    if Path(name).name == name and not (folder / name).exists():  # a bare name: beside the header
+        os.symlink((header.parent / name).resolve(), folder / name)
