@@ -264,7 +264,7 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
     if is_file_output(Path(output)) and name_too_long(output):
         raise LungctError(output, name_too_long(output))
     done = [job for job in jobs if not overwrite and job.writes_over is None and is_done(job)]
-    if len(jobs) == 1 and jobs[0].writes_over is None and (done or (jobs[0].plan.done_marker.exists() and not overwrite)):
+    if len(jobs) == 1 and jobs[0].refusal() is None and (done or (jobs[0].plan.done_marker.exists() and not overwrite)):
         raise LungctError(jobs[0].plan.done_marker, "exists already (use --overwrite to replace it)")
     todo = [job for job in jobs if not any(job is d for d in done)]
     outcomes = [Outcome(j.name, str(j.source), "skipped", "done in an earlier run") for j in done]

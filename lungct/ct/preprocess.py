@@ -26,6 +26,7 @@ from lungct.errors import LungctError
 from lungct.geometry import geometry_summary, labels_to_grid, voxel_ml
 from lungct.io import CaseSource, Scan, discover, load_case, load_scan
 from lungct.io.atomic import TEMPORARY_NAME_CHARS, atomic_path, cannot_write, check_writable, open_text, write_json
+from lungct.io.folder_lock import folder_lock, tables_lock
 from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
 from lungct.io.volumes import write_nifti
 from lungct.labels import LUNG_LABELS, measure
@@ -186,38 +187,41 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
     the case list, so that N independent jobs together do every case exactly once.
     """
     out_dir = check_writable(out_dir)
-    cases = discover(inputs)
-    if not cases:
-        raise LungctError(", ".join(str(p) for p in inputs), "no scans found (DICOM series, .nii/.nii.gz, .nrrd or .mha)")
-    cases = shard(cases, num_parts, part_id)
-    if num_parts == 1:  # with shards, other parts may be writing right now: leave their temporaries alone
-        _remove_stale_temporaries(out_dir)
-    inputs = InputFiles(path for case in cases for path in case.paths)
-    holding = {c.name: inputs.inside(out_dir / c.name) for c in cases}  # a case folder replaced whole takes it along
-    outcomes = [Outcome(c.name, str(c.source), "failed", f"{holding[c.name]} {INPUT_REFUSAL}: its case folder "
-                        f"{out_dir / c.name} would be replaced; give another output folder (-o)")
-                for c in cases if holding[c.name]]
-    cases = [c for c in cases if not holding[c.name]]
-    outcomes += [Outcome(c.name, str(c.source), "skipped", "done in an earlier run") for c in cases
-                 if not overwrite and is_done(out_dir, c.name)]
-    todo = [c for c in cases if overwrite or not is_done(out_dir, c.name)]
-    for outcome in outcomes:
-        if outcome.status == "failed":
-            log(f"error: {outcome.reason}")
-    skipped = [o for o in outcomes if o.status == "skipped"]
-    if skipped:
-        log(f"{len(skipped)} of {len(cases)} case(s) already done in {out_dir} (resuming; --overwrite redoes them)")
-        _warn_recipe_change(out_dir, [o.name for o in skipped], recipe, log)
-    for case in cases:
-        for note in case.notes:
-            log(f"note: {note}")
-    workers = max(1, min(workers, len(todo))) if todo else 1
-    threads = threads_per_task(scheduler, workers)
-    outcomes += run_cases(preprocess_one, todo, str(out_dir), recipe, overwrite, threads, workers=workers,
-                          scheduler=scheduler, progress=progress, log=log, desc="preprocess")
-    suffix = f"-part{part_id}of{num_parts}" if num_parts > 1 else ""
-    write_tables(out_dir, outcomes, failures_name=f"failures{suffix}.csv")
-    return outcomes
+    part = f"part{part_id}of{num_parts}" if num_parts > 1 else None
+    with folder_lock(out_dir, part):  # one run at a time (shards: one per part)
+        cases = discover(inputs)
+        if not cases:
+            raise LungctError(", ".join(str(p) for p in inputs),
+                              "no scans found (DICOM series, .nii/.nii.gz, .nrrd or .mha)")
+        cases = shard(cases, num_parts, part_id)
+        if num_parts == 1:  # held exclusively: no other run is writing. Shards leave each other's temporaries alone
+            _remove_stale_temporaries(out_dir)
+        inputs = InputFiles(path for case in cases for path in case.paths)
+        holding = {c.name: inputs.inside(out_dir / c.name) for c in cases}  # a folder replaced whole takes it along
+        outcomes = [Outcome(c.name, str(c.source), "failed", f"{holding[c.name]} {INPUT_REFUSAL}: its case folder "
+                            f"{out_dir / c.name} would be replaced; give another output folder (-o)")
+                    for c in cases if holding[c.name]]
+        cases = [c for c in cases if not holding[c.name]]
+        outcomes += [Outcome(c.name, str(c.source), "skipped", "done in an earlier run") for c in cases
+                     if not overwrite and is_done(out_dir, c.name)]
+        todo = [c for c in cases if overwrite or not is_done(out_dir, c.name)]
+        for outcome in outcomes:
+            if outcome.status == "failed":
+                log(f"error: {outcome.reason}")
+        skipped = [o for o in outcomes if o.status == "skipped"]
+        if skipped:
+            log(f"{len(skipped)} of {len(cases)} case(s) already done in {out_dir} (resuming; --overwrite redoes them)")
+            _warn_recipe_change(out_dir, [o.name for o in skipped], recipe, log)
+        for case in cases:
+            for note in case.notes:
+                log(f"note: {note}")
+        workers = max(1, min(workers, len(todo))) if todo else 1
+        threads = threads_per_task(scheduler, workers)
+        outcomes += run_cases(preprocess_one, todo, str(out_dir), recipe, overwrite, threads, workers=workers,
+                              scheduler=scheduler, progress=progress, log=log, desc="preprocess")
+        with tables_lock(out_dir):
+            write_tables(out_dir, outcomes, failures_name=f"failures{f'-{part}' if part else ''}.csv")
+        return outcomes
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
@@ -256,9 +260,9 @@ def write_tables(out_dir: Path, outcomes: list[Outcome], failures_name: str = "f
             "source": _source_text(record.get("sources")), "seconds": (record.get("timings_s") or {}).get("total"),
         }
     failures = [o for o in outcomes if o.status == "failed"]
-    for outcome in failures:
-        rows[outcome.name] = {"case": outcome.name, "status": "failed", "warnings": outcome.reason,
-                              "source": outcome.source, "seconds": round(outcome.seconds, 2)}
+    for outcome in failures:  # a case folder's own record stands: the summary says what the folder holds
+        rows.setdefault(outcome.name, {"case": outcome.name, "status": "failed", "warnings": outcome.reason,
+                                       "source": outcome.source, "seconds": round(outcome.seconds, 2)})
     _write_csv(Path(out_dir) / "summary.csv", SUMMARY_FIELDS, [rows[k] for k in sorted(rows)])
     _write_csv(Path(out_dir) / failures_name, ["case", "source", "reason"],
                [{"case": o.name, "source": o.source, "reason": o.reason} for o in failures])
