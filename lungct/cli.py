@@ -70,6 +70,12 @@ def batch_options(func):
     return func
 
 
+assume_orientation_option = click.option(
+    "--assume-orientation", default=None, metavar="RAS|LPS|...",
+    help="NIfTI files whose header states no orientation (qform and sform codes 0): where their voxel axes point "
+         "(otherwise refused: right and left would be a guess). Recorded as a warning and a QC flag.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lungct")
 def main():
@@ -96,9 +102,11 @@ def main():
               help="Rescale scans whose air is not at -1000 HU so air = -1000 and soft tissue = 40.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cases processed in parallel (processes).")
+@assume_orientation_option
 @batch_options
 @explained
-def preprocess(inputs, output, config, set_values, recalibrate, workers, overwrite, scheduler, num_parts, part_id, quiet):
+def preprocess(inputs, output, config, set_values, recalibrate, workers, assume_orientation, overwrite, scheduler,
+               num_parts, part_id, quiet):
     """Preprocess CT scans: DICOM series folders, .nii/.nii.gz/.nrrd/.mha files, or folders of them.
 
     Writes prep/<case>/ (image, lungs, roi, lungs-native, case.json, preview.png),
@@ -114,7 +122,8 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
     recipe = load_recipe(config, overrides)
     out_dir = output or prep_dir()
     outcomes = preprocess_batch(list(inputs), out_dir, recipe, workers=workers, overwrite=overwrite,
-                                progress=not quiet, log=say, scheduler=scheduler, num_parts=num_parts, part_id=part_id)
+                                progress=not quiet, log=say, scheduler=scheduler, num_parts=num_parts, part_id=part_id,
+                                assume_orientation=assume_orientation)
     finish_batch(outcomes, f"{out_dir}/summary.csv",
                  f"{out_dir}/failures{f'-part{part_id}of{num_parts}' if num_parts > 1 else ''}.csv")
 
@@ -269,11 +278,12 @@ def evaluate(prediction, reference, output, resample, merge, label, mask_name, o
               help="3D models: sliding-window overlap.")
 @click.option("--slice-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="2D CT models: axial slices per network call.")
+@assume_orientation_option
 @batch_options
 @explained
 def infer(inputs, output, models, modality, device, precision, tta, binary, aerated, statistics, recalibrate, roi,
-          output_types, preview, no_preview, sw_batch_size, overlap, slice_batch, overwrite, scheduler, num_parts,
-          part_id, quiet):
+          output_types, preview, no_preview, sw_batch_size, overlap, slice_batch, assume_orientation, overwrite,
+          scheduler, num_parts, part_id, quiet):
     """Segment CT scans and chest radiographs: files, DICOM series folders, or folders of them (mixed).
 
     A CT mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a radiograph mask
@@ -294,7 +304,7 @@ def infer(inputs, output, models, modality, device, precision, tta, binary, aera
                            slice_batch=slice_batch, sw_batch_size=sw_batch_size, overlap=overlap)
     outcomes = run(list(inputs), output, options, modality=modality, overwrite=overwrite, preview=preview,
                    progress=not quiet, log=say, num_parts=num_parts, part_id=part_id, scheduler=scheduler,
-                   output_types=tuple(output_types))
+                   output_types=tuple(output_types), assume_orientation=assume_orientation)
     finish_batch(outcomes, output)
 
 

@@ -18,6 +18,7 @@ from lungct.batch import Outcome, guarded, limit_threads, run_cases, shard, thre
 from lungct.errors import LungctError
 from lungct.io import CaseSource, discover
 from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
+from lungct.io.nifti_orientation import orientation_codes
 from lungct.io.atomic import check_writable, name_too_long, write_json
 from lungct.io.volumes import NIFTI_SUFFIXES, PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
 from lungct.os_names import printable
@@ -236,10 +237,15 @@ def is_done(job: Job) -> bool:
 
 def infer(inputs: list[Path], output: Path, options: InferOptions | None = None, modality: str = "auto",
           overwrite: bool = False, preview=None, progress: bool = True, log=print, num_parts: int = 1,
-          part_id: int = 0, scheduler: str | None = None, output_types=("nifti",)) -> list[Outcome]:
-    """Segment every case found in `inputs`; resume (skip finished cases) unless `overwrite`."""
+          part_id: int = 0, scheduler: str | None = None, output_types=("nifti",),
+          assume_orientation: str | None = None) -> list[Outcome]:
+    """Segment every case found in `inputs`; resume (skip finished cases) unless `overwrite`.
+    `assume_orientation` ("RAS", "LPS", ...): how NIfTI files whose header states no orientation are stored."""
     options = options or InferOptions()
+    assume_orientation = orientation_codes(assume_orientation)
     cases = discovered = discover([Path(p) for p in inputs])
+    for case in cases:
+        case.assume_orientation = assume_orientation
     if not cases:
         raise LungctError(", ".join(str(p) for p in inputs), "no scans or radiographs found (DICOM, NIfTI, NRRD, "
                                                               "MHA, PNG, JPEG, TIFF)")

@@ -17,6 +17,7 @@ import numpy as np
 from lungct.errors import LungctError
 from lungct.geometry import orientation_code, voxel_spacing
 from lungct.io.atomic import atomic_path, open_text
+from lungct.io.nifti_orientation import NIBABEL_GUESS
 from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, read_volume, stem_of, suffix_of
 
 DERIVED_PICTURES = ("-labels", "-preview", "-histogram")  # written beside masks by `lungct infer`
@@ -116,7 +117,7 @@ def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
             with Image.open(path) as picture:
                 array = np.asarray(picture.convert("L"))
         return array[..., None].astype(np.uint8), np.eye(4)
-    array, affine, _ = read_volume(path)
+    array, affine, _ = read_volume(path, NIBABEL_GUESS)  # two unoriented masks compare on the same guess
     if array.dtype.kind == "f":
         array = np.rint(array)
     if array.min() < 0 or array.max() > 255:

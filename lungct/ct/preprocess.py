@@ -28,6 +28,7 @@ from lungct.io import CaseSource, Scan, discover, load_case, load_scan
 from lungct.io.atomic import TEMPORARY_NAME_CHARS, atomic_path, cannot_write, check_writable, open_text, write_json
 from lungct.io.folder_lock import folder_lock, tables_lock
 from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
+from lungct.io.nifti_orientation import orientation_codes
 from lungct.io.volumes import write_nifti
 from lungct.labels import LUNG_LABELS, measure
 from lungct.recipes import Chain, load_recipe, recipe_digest
@@ -180,12 +181,14 @@ def preprocess_one(case: CaseSource, out_dir: str, recipe: dict, overwrite: bool
 
 def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: int = 1, overwrite: bool = False,
                      progress: bool = True, log=print, scheduler: str | None = None, num_parts: int = 1,
-                     part_id: int = 0) -> list[Outcome]:
+                     part_id: int = 0, assume_orientation: str | None = None) -> list[Outcome]:
     """Preprocess every case found in `inputs` into `out_dir`; resume unless `overwrite`.
+    `assume_orientation` ("RAS", ...): how NIfTI files whose header states no orientation are stored.
 
     `scheduler` runs the cases on a Dask cluster (lungct.batch); `num_parts`/`part_id` keep one shard of
     the case list, so that N independent jobs together do every case exactly once.
     """
+    assume_orientation = orientation_codes(assume_orientation)
     out_dir = check_writable(out_dir)
     part = f"part{part_id}of{num_parts}" if num_parts > 1 else None
     with folder_lock(out_dir, part):  # one run at a time (shards: one per part)
@@ -194,6 +197,8 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
             raise LungctError(", ".join(str(p) for p in inputs),
                               "no scans found (DICOM series, .nii/.nii.gz, .nrrd or .mha)")
         cases = shard(cases, num_parts, part_id)
+        for case in cases:
+            case.assume_orientation = assume_orientation
         if num_parts == 1:  # held exclusively: no other run is writing. Shards leave each other's temporaries alone
             _remove_stale_temporaries(out_dir)
         inputs = InputFiles(path for case in cases for path in case.paths)

@@ -28,6 +28,7 @@ class CaseSource:
     problem: str | None = None  # found while discovering: the case fails with this reason
     notes: list[str] = field(default_factory=list)
     modality: str = "ct"  # "ct" or "cxr" (a radiograph)
+    assume_orientation: str | None = None  # how a NIfTI that states no orientation is stored ("RAS", ...)
 
     def refusal(self, wanted: str) -> str | None:
         """Why this case cannot go to a `wanted` ("ct" or "cxr") path, or None when it can."""

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from lungct.errors import LungctError
 from lungct.geometry import c_order, sitk_affine, sitk_to_array
 from lungct.io.atomic import atomic_path
+from lungct.io.nifti_orientation import assumed_affine, states_no_orientation
 from lungct.os_names import itk_names
 
 try:  # ISA-L gzip: a standard .gz stream, 2x faster to read and 6x to write than zlib (docs/design.md)
@@ -46,8 +47,11 @@ def stem_of(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix and path.name.lower().endswith(suffix) else path.name
 
 
-def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, object | None]:
-    """(float32 array in (x, y, z) order, RAS affine, NIfTI header or None) of a volume file."""
+def read_volume(path: Path, assume_orientation: str | None = None) -> tuple[np.ndarray, np.ndarray, object | None]:
+    """(float32 array in (x, y, z) order, RAS affine, NIfTI header or None) of a volume file.
+
+    A NIfTI header that states no orientation is refused unless `assume_orientation` says how its voxels
+    are stored (lungct.io.nifti_orientation)."""
     path = Path(path)
     suffix = suffix_of(path)
     if not path.is_file():
@@ -55,7 +59,10 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, object | None]:
     if path.stat().st_size == 0:
         raise LungctError(path, "file is empty")
     if suffix in NIFTI_SUFFIXES:
-        return _read_nifti(path)
+        array, affine, header = _read_nifti(path)
+        if states_no_orientation(header):
+            affine = assumed_affine(path, header, array.shape, assume_orientation)
+        return array, affine, header
     try:
         with itk_names([path]) as (name,):
             image = sitk.ReadImage(name)
@@ -146,9 +153,7 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, header=None, 
         header.set_slope_inter(1.0, 0.0)
         img = nib.Nifti1Image(array, None, header=header)
         img.set_sform(header.get_sform(), int(header["sform_code"]))
-        img.set_qform(header.get_qform(), int(header["qform_code"]))
-        if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
-            img.set_sform(affine, 1)  # an input without orientation codes: say what we assumed
+        img.set_qform(header.get_qform(), int(header["qform_code"]))  # codes (0, 0) too: nothing is claimed
         if len(array.shape) < len(header.get_data_shape()):
             img.header.set_data_shape(array.shape)
     else:
