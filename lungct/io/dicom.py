@@ -16,6 +16,7 @@ from pydicom.errors import InvalidDicomError
 
 from lungct.errors import LungctError
 from lungct.geometry import LPS_TO_RAS, sitk_affine, sitk_to_array
+from lungct.io.gantry_tilt import slice_shear, tilt_warning
 from lungct.io.volumes import itk_reason
 from lungct.os_names import itk_names
 
@@ -166,7 +167,8 @@ def refuse_non_ct(slices: list[DicomSlice], where: Path) -> list[str]:
 
 
 def series_geometry(slices: list[DicomSlice], where: Path):
-    """Sort slices along the normal; return (sorted slices, RAS affine, slice positions (mm), warnings)."""
+    """Sort slices along the normal; return (sorted slices, RAS affine, slice positions along the normal (mm),
+    warnings). The affine is sheared for a tilted gantry (lungct.io.gantry_tilt)."""
     warnings: list[str] = []
     sizes = {(s.rows, s.columns) for s in slices}
     if len(sizes) > 1:
@@ -213,15 +215,13 @@ def series_geometry(slices: list[DicomSlice], where: Path):
         elif deviation.max() > SPACING_TOLERANCE:
             warnings.append(f"uneven slice spacing ({steps.min():.3f}-{steps.max():.3f} mm); resampled to "
                             f"{dz:.3f} mm")
-        # Gantry tilt: slices advance along a direction that is not the slice normal.
-        advance = positions[-1] - positions[0]
-        tilt = np.degrees(np.arccos(np.clip(abs(advance @ normal) / np.linalg.norm(advance), -1, 1)))
-        if tilt > 0.5:
-            warnings.append(f"gantry tilt of {tilt:.1f} degrees: slices are placed along their normal")
+    shear = slice_shear(positions, along, normal, min(slices[0].pixel_spacing), where)
+    if shear.any():
+        warnings.append(tilt_warning(shear))
     lps = np.eye(4)
     lps[:3, 0] = row_dir * slices[0].pixel_spacing[1]
     lps[:3, 1] = col_dir * slices[0].pixel_spacing[0]
-    lps[:3, 2] = normal * dz
+    lps[:3, 2] = (normal + shear) * dz  # a gantry tilt shears the grid: each slice where its header puts it
     lps[:3, 3] = positions[0]
     return slices, LPS_TO_RAS @ lps, along - along[0], warnings
 
@@ -248,7 +248,7 @@ def read_series(slices: list[DicomSlice], where: Path):
     if array.shape[2] != len(slices):
         raise LungctError(where, f"read {array.shape[2]} slices from {len(slices)} files")
     if len(offsets) > 1:
-        array = _regularise(array, offsets, np.linalg.norm(affine[:3, 2]))
+        array = _regularise(array, offsets, float(np.median(np.diff(offsets))))  # the step along the normal
     info = {
         "series_uid": slices[0].series_uid,
         "modality": slices[0].modality or "unknown",

@@ -11,7 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lungct.errors import LungctError
-from lungct.geometry import c_order, sitk_affine, sitk_to_array
+from lungct.geometry import c_order, is_sheared, sitk_affine, sitk_to_array
 from lungct.io.atomic import atomic_path
 from lungct.io.nifti_orientation import assumed_affine, states_no_orientation
 from lungct.os_names import itk_names
@@ -157,9 +157,13 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, header=None, 
         if len(array.shape) < len(header.get_data_shape()):
             img.header.set_data_shape(array.shape)
     else:
-        img = nib.Nifti1Image(array, np.asarray(affine, dtype=float))
-        img.set_qform(np.asarray(affine, dtype=float), 1)
-        img.set_sform(np.asarray(affine, dtype=float), 1)
+        affine = np.asarray(affine, dtype=float)
+        img = nib.Nifti1Image(array, affine)
+        if is_sheared(affine):  # a qform is a rotation: one with a gantry tilt's shear stripped would misplace
+            img.set_qform(None, 0)  # every slice but the first; the sform alone says where the voxels are
+        else:
+            img.set_qform(affine, 1)
+        img.set_sform(affine, 1)
     img.header.set_xyzt_units("mm", "sec")
     img.set_data_dtype(dtype or array.dtype)
     with atomic_path(path) as tmp:
