@@ -263,7 +263,7 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
         raise LungctError(", ".join(map(str, inputs)), "--tta is for CT scans, not radiographs")
     cases = shard(cases, num_parts, part_id)
     jobs = plan_jobs(cases, Path(output), preview, output_types)
-    inputs = InputFiles(path for case in discovered for path in case.paths)
+    inputs = InputFiles(path for case in discovered for path in case.paths + case.left_out)
     guard_inputs(jobs, inputs, Path(output))
     for folder in output_folders(jobs, Path(output)):
         check_writable(folder)

@@ -201,7 +201,7 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
             case.assume_orientation = assume_orientation
         if num_parts == 1:  # held exclusively: no other run is writing. Shards leave each other's temporaries alone
             _remove_stale_temporaries(out_dir)
-        inputs = InputFiles(path for case in cases for path in case.paths)
+        inputs = InputFiles(path for case in cases for path in case.paths + case.left_out)
         holding = {c.name: inputs.inside(out_dir / c.name) for c in cases}  # a folder replaced whole takes it along
         outcomes = [Outcome(c.name, str(c.source), "failed", f"{holding[c.name]} {INPUT_REFUSAL}: its case folder "
                             f"{out_dir / c.name} would be replaced; give another output folder (-o)")

@@ -28,7 +28,7 @@ _HEADER_TAGS = [
     "Rows", "Columns", "NumberOfFrames", "SliceThickness", "RescaleSlope", "RescaleIntercept",
     "Manufacturer", "ManufacturerModelName", "ConvolutionKernel", "KVP", "PatientPosition",
     "BodyPartExamined", "SamplesPerPixel", "PhotometricInterpretation", "AcquisitionNumber",
-    "ImagerPixelSpacing",
+    "ImagerPixelSpacing", "SOPInstanceUID",
 ]
 SPACING_TOLERANCE = 0.01  # relative deviation of slice gaps from their median before we call them uneven
 ORIENTATION_TOLERANCE = 1e-3
@@ -54,6 +54,7 @@ class DicomSlice:
     thickness: float | None
     kind: str | None = "ct"  # "ct", "cxr" (a radiograph) or None (neither), from dicom_kind
     kind_reason: str = ""
+    sop_uid: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -146,6 +147,7 @@ def read_header(path: Path) -> DicomSlice:
         thickness=number("SliceThickness"),
         kind=kind,
         kind_reason=reason,
+        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
         extra={k: str(ds.get(k)) for k in ("Manufacturer", "ManufacturerModelName", "ConvolutionKernel",
                                            "KVP", "PatientPosition", "BodyPartExamined",
                                            "PhotometricInterpretation", "StudyInstanceUID")
@@ -171,8 +173,9 @@ def series_geometry(slices: list[DicomSlice], where: Path):
     warnings). The affine is sheared for a tilted gantry (lungct.io.gantry_tilt)."""
     warnings: list[str] = []
     sizes = {(s.rows, s.columns) for s in slices}
-    if len(sizes) > 1:
-        raise LungctError(where, f"series mixes image sizes {sorted(sizes)}")
+    if len(sizes) > 1:  # (a few odd images are left out at discovery: lungct.io.series_members)
+        raise LungctError(where, f"series mixes image sizes {sorted(sizes)} and no size is most of it: split it "
+                                 "into one series per size")
     missing = [s.path.name for s in slices if s.position is None or s.orientation is None or s.pixel_spacing is None]
     if missing:
         if len(slices) == 1:
