@@ -1,5 +1,5 @@
-"""DICOM series that are awkward on purpose, built from the chest phantom: a gantry-tilted series, and a
-series folder with a localizer, a derived image or a duplicate file in it."""
+"""DICOM series that are awkward on purpose, built from the chest phantom: a gantry-tilted series, a series
+folder with a localizer, a derived image or a duplicate file in it, and an enhanced multi-frame CT."""
 from __future__ import annotations
 
 import shutil
@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from phantoms import Phantom, sample, write_dicom_series
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 
 
 def gantry_tilted_affine(shape, spacing_mm, tilt_deg: float) -> np.ndarray:
@@ -44,9 +49,9 @@ def localizer_file(folder: Path, series_like: Path, name: str, same_series: bool
     ds.Rows, ds.Columns = size[1], size[0]
     ds.ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]
     ds.PixelData = np.zeros(size[::-1], np.int16 if ds.PixelRepresentation else np.uint16).tobytes()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     if not same_series:
-        ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+        ds.SeriesInstanceUID = generate_uid()
     path = Path(folder) / name
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -63,13 +68,52 @@ def series_with(folder: Path, phantom: Phantom, extra: str) -> list[Path]:
     elif extra == "derived":  # at a slice's own position: a second image there, not a second acquisition
         copy = Path(folder) / "SC0001.dcm"
         shutil.copyfile(middle, copy)
-        set_tags(copy, ImageType=["DERIVED", "SECONDARY"], SOPInstanceUID=pydicom.uid.generate_uid())
+        set_tags(copy, ImageType=["DERIVED", "SECONDARY"], SOPInstanceUID=generate_uid())
     elif extra == "other orientation":  # an original coronal image among the axial ones
         copy = Path(folder) / "COR0001.dcm"
         shutil.copyfile(middle, copy)
-        set_tags(copy, SOPInstanceUID=pydicom.uid.generate_uid(), ImageOrientationPatient=["1", "0", "0", "0", "0", "-1"])
+        set_tags(copy, SOPInstanceUID=generate_uid(), ImageOrientationPatient=["1", "0", "0", "0", "0", "-1"])
     elif extra == "duplicate":
         shutil.copyfile(middle, Path(folder) / f"copy of {middle.name}")
     else:
         raise ValueError(f"unknown extra file {extra!r}")
     return paths
+
+
+def _item(**elements) -> Dataset:
+    ds = Dataset()
+    for key, value in elements.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def write_enhanced_ct(phantom: Phantom, path: Path) -> Path:
+    """The phantom as one Enhanced CT object: all slices as frames, geometry in functional groups."""
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ phantom.affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    row, column = lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ENHANCED_CT_STORAGE, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = _item(SOPClassUID=ENHANCED_CT_STORAGE, SOPInstanceUID=meta.MediaStorageSOPInstanceUID, Modality="CT",
+               SeriesInstanceUID=generate_uid(), StudyInstanceUID=generate_uid(), FrameOfReferenceUID=generate_uid(),
+               ImageType=["ORIGINAL", "PRIMARY", "AXIAL", "NONE"], Rows=phantom.array.shape[1],
+               Columns=phantom.array.shape[0], NumberOfFrames=phantom.array.shape[2], SamplesPerPixel=1,
+               PhotometricInterpretation="MONOCHROME2", BitsAllocated=16, BitsStored=16, HighBit=15,
+               PixelRepresentation=1)
+    ds.file_meta = meta
+    measures = _item(PixelSpacing=[f"{spacing[1]:g}", f"{spacing[0]:g}"], SliceThickness=f"{spacing[2]:g}")
+    orientation = _item(ImageOrientationPatient=[f"{v:.6f}" for v in (*row, *column)])
+    rescale = _item(RescaleIntercept="-1024", RescaleSlope="1", RescaleType="HU")
+    ds.SharedFunctionalGroupsSequence = Sequence([_item(PixelMeasuresSequence=Sequence([measures]),
+                                                        PlaneOrientationSequence=Sequence([orientation]),
+                                                        PixelValueTransformationSequence=Sequence([rescale]))])
+    positions = [lps[:3, 3] + lps[:3, 2] * k for k in range(phantom.array.shape[2])]
+    ds.PerFrameFunctionalGroupsSequence = Sequence([
+        _item(PlanePositionSequence=Sequence([_item(ImagePositionPatient=[f"{v:.6f}" for v in position])]))
+        for position in positions])
+    stored = (phantom.array.astype(np.int32) + 1024).astype(np.int16)  # frames, rows, columns
+    ds.PixelData = np.ascontiguousarray(stored.transpose(2, 1, 0)).tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return Path(path)
