@@ -67,6 +67,9 @@ REFUSED = {  # input -> (builder, the one line's reason after '<file>: ')
     "NIfTI 4D with two volumes": (lambda f: write_nifti(np.stack([PHANTOM.array] * 2, -1), f / "t.nii.gz",
                                                         PHANTOM.affine),
                                   "has shape (48, 48, 20, 2) (int16): not a single 3D CT volume"),
+    "NIfTI holding NaN": (lambda f: write_nifti(np.where(PHANTOM.lungs > 0, np.nan, PHANTOM.array).astype(np.float32),
+                                                f / "nan.nii.gz", PHANTOM.affine),
+                          "image holds NaN or infinite values"),
     "DICOM with two images at one position": (duplicate_position,
                                               "1 slice position(s) occur twice (two acquisitions in one series?)"),
     "DICOM series of mixed sizes": (mixed_sizes, "series mixes image sizes [(40, 40), (48, 48)] and no size is most "
