@@ -17,9 +17,9 @@ from pathlib import Path
 from lungct.batch import Outcome, guarded, limit_threads, run_cases, shard, threads_per_task
 from lungct.errors import LungctError
 from lungct.io import CaseSource, discover
+from lungct.io.atomic import check_writable, name_too_long, write_json
 from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
 from lungct.io.nifti_orientation import orientation_codes
-from lungct.io.atomic import check_writable, name_too_long, write_json
 from lungct.io.volumes import NIFTI_SUFFIXES, PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
 from lungct.os_names import printable
 from lungct.segmentation import OutputPlan

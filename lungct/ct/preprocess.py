@@ -25,7 +25,8 @@ from lungct.ct.segmenter import prepare_scan
 from lungct.errors import LungctError
 from lungct.geometry import geometry_summary, labels_to_grid, voxel_ml
 from lungct.io import CaseSource, Scan, discover, load_case, load_scan
-from lungct.io.atomic import TEMPORARY_NAME_CHARS, atomic_path, cannot_write, check_writable, open_text, write_json
+from lungct.io.atomic import (TEMPORARY_NAME_CHARS, atomic_path, cannot_write, check_writable, open_text,
+                              write_json)
 from lungct.io.folder_lock import folder_lock, tables_lock
 from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
 from lungct.io.nifti_orientation import orientation_codes
@@ -160,7 +161,10 @@ def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: boo
 
 
 def is_done(out_dir: Path, name: str) -> bool:
-    return (Path(out_dir) / name / "case.json").is_file()
+    try:
+        return (Path(out_dir) / name / "case.json").is_file()
+    except OSError:  # a name too long for the file system: not done (and refused when written)
+        return False
 
 
 def _preprocess_case(case: CaseSource, out_dir: str, recipe: dict, overwrite: bool) -> dict:
@@ -199,7 +203,7 @@ def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: i
         cases = shard(cases, num_parts, part_id)
         for case in cases:
             case.assume_orientation = assume_orientation
-        if num_parts == 1:  # held exclusively: no other run is writing. Shards leave each other's temporaries alone
+        if num_parts == 1:  # held exclusively: no other run writes here (shards leave each other's alone)
             _remove_stale_temporaries(out_dir)
         inputs = InputFiles(path for case in cases for path in case.paths + case.left_out)
         holding = {c.name: inputs.inside(out_dir / c.name) for c in cases}  # a folder replaced whole takes it along

@@ -8,9 +8,9 @@ import numpy as np
 
 from lungct.errors import LungctError
 from lungct.geometry import geometry_summary
+from lungct.io.atomic import write_json
 from lungct.io.dicom import read_series
 from lungct.io.discover import CaseSource, discover
-from lungct.io.atomic import write_json
 from lungct.io.nifti_orientation import FLAG as ORIENTATION_FLAG
 from lungct.io.nifti_orientation import assumption_warning, orientation_codes, states_no_orientation
 from lungct.io.volumes import read_volume, suffix_of, write_nifti

@@ -46,7 +46,8 @@ def name_too_long(path) -> str | None:
     if longest > name_limit:
         return f"cannot write: File name too long ({longest} bytes; this file system allows {name_limit})"
     if len(os.fsencode(path)) >= path_limit:
-        return f"cannot write: File name too long (the path has {len(os.fsencode(path))} bytes; at most {path_limit - 1})"
+        length = len(os.fsencode(path))
+        return f"cannot write: File name too long (the path has {length} bytes; at most {path_limit - 1})"
     return None
 
 

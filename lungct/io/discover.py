@@ -143,7 +143,8 @@ def _dicom_cases(files: list[Path]) -> list[CaseSource]:
 
 def _nearest(cases: list[CaseSource], path: Path) -> list[CaseSource]:
     """The cases whose folders share the longest part of `path`."""
-    shared = {id(case): len(os.path.commonpath([str(case.source), str(path)])) for case in cases}
+    shared = {id(case): len(os.path.commonpath([os.path.abspath(case.source), os.path.abspath(path)]))
+              for case in cases}
     return [case for case in cases if shared[id(case)] == max(shared.values())]
 
 

@@ -52,7 +52,8 @@ def _take(path: Path, folder: Path, exclusive: bool, wait: bool = False) -> int:
         except BlockingIOError:
             holder = _holder(descriptor)
             os.close(descriptor)
-            raise LungctError(folder, f"{HELD}{holder}; wait for it to end or give another output folder (-o)") from None
+            advice = "wait for it to end or give another output folder (-o)"
+            raise LungctError(folder, f"{HELD}{holder}; {advice}") from None
         if _is_current(descriptor, path):
             break
         os.close(descriptor)  # locked just as its holder removed it: take the new one
