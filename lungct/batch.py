@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 
 from lungct.errors import LungctError
+from lungct.os_names import printable
 
 
 @dataclass
@@ -43,13 +44,13 @@ def guarded(name: str, source, work, *args) -> Outcome:
         record = work(*args)
         return Outcome(name, str(source), "ok", record=record, seconds=time.perf_counter() - started)
     except LungctError as err:
-        reason = str(err) if err.source else f"{source}: {err}"
+        reason = str(err) if err.source else printable(f"{source}: {err}")
     except MemoryError:
-        reason = f"{source}: out of memory"
+        reason = printable(f"{source}: out of memory")
     except Exception as err:  # a bug on one case must not stop the batch; keep a hint of where
         where = traceback.format_exc(limit=6).strip().splitlines()
         hint = where[-3].strip() if len(where) > 2 else ""
-        reason = " ".join(f"{source}: internal error {type(err).__name__}: {err} [{hint}]".split())
+        reason = " ".join(printable(f"{source}: internal error {type(err).__name__}: {err} [{hint}]").split())
     return Outcome(name, str(source), "failed", reason, seconds=time.perf_counter() - started)
 
 
@@ -162,7 +163,7 @@ def _result(future, item) -> Outcome:
     except Exception as err:  # the worker process died, or the task escaped its own guard
         source = getattr(item, "source", item)
         return Outcome(getattr(item, "name", str(item)), str(source), "failed",
-                       f"{source}: worker lost ({type(err).__name__}: {' '.join(str(err).split())[:160]})")
+                       printable(f"{source}: worker lost ({type(err).__name__}: {' '.join(str(err).split())[:160]})"))
 
 
 def _run_dask(task, items, args, scheduler: str):

@@ -20,7 +20,7 @@ import torch
 
 from lungct import __version__
 from lungct.errors import LungctError
-from lungct.io.volumes import atomic_path
+from lungct.io.atomic import atomic_path
 from lungct.recipes import load_recipe, resolved_step
 
 FORMAT = "lungct-checkpoint/1"  # the file layout; the meta has its own version

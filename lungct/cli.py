@@ -18,6 +18,7 @@ import click
 
 from lungct import __version__
 from lungct.errors import LungctError
+from lungct.os_names import printable
 
 
 def explained(func):
@@ -33,7 +34,8 @@ def explained(func):
 
 
 def say(message: str) -> None:
-    click.echo(message, err=True)
+    """A message on stderr; a file name's undecodable bytes as \\xNN (never an encoding error)."""
+    click.echo(printable(message), err=True)
 
 
 def finish_batch(outcomes, where, failures_file: str | None = None) -> None:
@@ -72,6 +74,12 @@ def batch_options(func):
     return func
 
 
+assume_orientation_option = click.option(
+    "--assume-orientation", default=None, metavar="RAS|LPS|...",
+    help="NIfTI files whose header states no orientation (qform and sform codes 0): where their voxel axes point "
+         "(otherwise refused: right and left would be a guess). Recorded as a warning and a QC flag.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lungct")
 def main():
@@ -98,9 +106,11 @@ def main():
               help="Rescale scans whose air is not at -1000 HU so air = -1000 and soft tissue = 40.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cases processed in parallel (processes).")
+@assume_orientation_option
 @batch_options
 @explained
-def preprocess(inputs, output, config, set_values, recalibrate, workers, overwrite, scheduler, num_parts, part_id, quiet):
+def preprocess(inputs, output, config, set_values, recalibrate, workers, assume_orientation, overwrite, scheduler,
+               num_parts, part_id, quiet):
     """Preprocess CT scans: DICOM series folders, .nii/.nii.gz/.nrrd/.mha files, or folders of them.
 
     Writes prep/<case>/ (image, lungs, roi, lungs-native, case.json, preview.png),
@@ -116,7 +126,8 @@ def preprocess(inputs, output, config, set_values, recalibrate, workers, overwri
     recipe = load_recipe(config, overrides)
     out_dir = output or prep_dir()
     outcomes = preprocess_batch(list(inputs), out_dir, recipe, workers=workers, overwrite=overwrite,
-                                progress=not quiet, log=say, scheduler=scheduler, num_parts=num_parts, part_id=part_id)
+                                progress=not quiet, log=say, scheduler=scheduler, num_parts=num_parts, part_id=part_id,
+                                assume_orientation=assume_orientation)
     finish_batch(outcomes, f"{out_dir}/summary.csv",
                  f"{out_dir}/failures{f'-part{part_id}of{num_parts}' if num_parts > 1 else ''}.csv")
 
@@ -169,8 +180,8 @@ def train(dim, data, images, labels, output, config, set_values, epochs, batch_s
         return train_decision_stage(config, hosts, output, lung_model, device)
 
     from lungct.recipes import apply_overrides, load_recipe, parse_set_options
-    from lungct.trainlog import default_run_dir
     from lungct.training import train as run_training
+    from lungct.trainlog import default_run_dir
 
     overrides = parse_set_options(set_values)
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("optimizer.lr", lr),
@@ -239,7 +250,8 @@ def evaluate(prediction, reference, output, resample, merge, label, mask_name, o
     the folder name of <case>/lungs.nii.gz). CT masks (NIfTI, NRRD, MHA) and radiograph masks (PNG,
     0/255 or 0/1) alike. A multi-label reference is also measured label by label.
     """
-    from lungct.evaluate import ROW_FIELDS, SUMMARY_COLUMNS, evaluate as run, format_summary, summary_path, write_rows
+    from lungct.evaluate import ROW_FIELDS, SUMMARY_COLUMNS, format_summary, summary_path, write_rows
+    from lungct.evaluate import evaluate as run
     from lungct.workspace import workdir
 
     output = output or workdir() / "metrics.csv"
@@ -300,10 +312,11 @@ def evaluate(prediction, reference, output, resample, merge, label, mask_name, o
               help="3D models: sliding-window overlap.")
 @click.option("--slice-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="2D CT models: axial slices per network call.")
+@assume_orientation_option
 @batch_options
 @explained
-def infer(inputs, output, modality, output_types, preview, no_preview, overwrite, scheduler, num_parts, part_id, quiet,
-          **option_flags):
+def infer(inputs, output, modality, output_types, preview, no_preview, assume_orientation, overwrite, scheduler,
+          num_parts, part_id, quiet, **option_flags):
     """Segment CT scans and chest radiographs: files, DICOM series folders, or folders of them (mixed).
 
     A CT mask has the input's exact geometry (uint8, 1 = right lung, 2 = left lung); a radiograph mask
@@ -311,7 +324,8 @@ def infer(inputs, output, modality, output_types, preview, no_preview, overwrite
     warnings; a folder output also gets report.html, a QC page that ranks suspicious cases first. Models
     load once per batch; a second run resumes where the first stopped.
     """
-    from lungct.engine import infer as run, is_file_output
+    from lungct.engine import infer as run
+    from lungct.engine import is_file_output
     from lungct.options import InferOptions
     from lungct.workspace import workdir
 
@@ -323,7 +337,7 @@ def infer(inputs, output, modality, output_types, preview, no_preview, overwrite
     options = InferOptions.from_flags(option_flags)  # every other flag is an inference option of that name
     outcomes = run(list(inputs), output, options, modality=modality, overwrite=overwrite, preview=preview,
                    progress=not quiet, log=say, num_parts=num_parts, part_id=part_id, scheduler=scheduler,
-                   output_types=tuple(output_types))
+                   output_types=tuple(output_types), assume_orientation=assume_orientation)
     finish_batch(outcomes, output)
 
 

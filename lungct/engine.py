@@ -19,11 +19,14 @@ from lungct.checkpoint import read_meta
 from lungct.ct.densitometry import write_statistics_csv
 from lungct.errors import LungctError
 from lungct.io import CaseSource, discover
+from lungct.io.atomic import check_writable, name_too_long, write_json
 from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
-from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of, write_json
+from lungct.io.nifti_orientation import orientation_codes
+from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, suffix_of
 from lungct.modalities import CXR, get_modality
 from lungct.models import Model, resolve_model
 from lungct.options import InferOptions
+from lungct.os_names import printable
 from lungct.qc import load_sidecars, write_report
 from lungct.segmentation import OutputPlan
 
@@ -94,6 +97,9 @@ class Job:
         """Why the outputs asked for cannot be made from this case, before any work."""
         if self.writes_over is not None:
             return f"its output {self.writes_over} {INPUT_REFUSAL}: give another output folder (-o)"
+        too_long = next(((path, why) for path in self.outputs() if (why := name_too_long(path))), None)
+        if too_long:
+            return f"its output {too_long[0].name}: {too_long[1]}"
         kind = get_modality(self.case.modality)
         if self.plan.dicom and (not kind.dicom_objects or self.case.kind != "dicom"):
             kinds = "/".join(self.plan.dicom)
@@ -168,9 +174,13 @@ def segment_job(job: Job, options: InferOptions, threads: int | None = None, pre
         limit_threads(threads)
     outcome = guarded(job.name, job.source, _segment, job, options, prefetched)
     if outcome.status == "failed" and job.record_failures and job.writes_over is None:
-        write_json(job.plan.json, {"case": job.name, "status": "failed", "modality": job.case.modality,
-                                   "source": str(job.source), "reason": outcome.reason,
-                                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        try:
+            write_json(job.plan.json, {"case": job.name, "status": "failed", "modality": job.case.modality,
+                                       "source": str(job.source), "reason": outcome.reason,
+                                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        except LungctError as err:  # the folder took no output (disk full?): the reason says so once
+            if err.reason not in outcome.reason:
+                outcome.reason += f"; no failure record either ({err.reason})"
     return outcome
 
 
@@ -194,20 +204,25 @@ def guard_inputs(jobs: list[Job], inputs: InputFiles, output: Path) -> None:
 
 def is_done(job: Job) -> bool:
     """A case is done when its mask exists and its sidecar says ok (a failed case is tried again)."""
-    if not (job.plan.done_marker.exists() and job.plan.json.exists()):
-        return False
     try:
+        if not (job.plan.done_marker.exists() and job.plan.json.exists()):
+            return False
         return json.loads(job.plan.json.read_text()).get("status", "ok") == "ok"
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # a name too long for the file system, an unreadable sidecar
         return False
 
 
 def infer(inputs: list[Path], output: Path, options: InferOptions | None = None, modality: str = "auto",
           overwrite: bool = False, preview=None, progress: bool = True, log=print, num_parts: int = 1,
-          part_id: int = 0, scheduler: str | None = None, output_types=("nifti",)) -> list[Outcome]:
-    """Segment every case found in `inputs`; resume (skip finished cases) unless `overwrite`."""
+          part_id: int = 0, scheduler: str | None = None, output_types=("nifti",),
+          assume_orientation: str | None = None) -> list[Outcome]:
+    """Segment every case found in `inputs`; resume (skip finished cases) unless `overwrite`.
+    `assume_orientation` ("RAS", "LPS", ...): how NIfTI files whose header states no orientation are stored."""
     options = resolved(options or InferOptions())
+    assume_orientation = orientation_codes(assume_orientation)
     cases = discovered = discover([Path(p) for p in inputs])
+    for case in cases:
+        case.assume_orientation = assume_orientation
     if not cases:
         raise LungctError(", ".join(str(p) for p in inputs), "no scans or radiographs found (DICOM, NIfTI, NRRD, "
                                                               "MHA, PNG, JPEG, TIFF)")
@@ -225,10 +240,14 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
         raise LungctError(", ".join(map(str, inputs)), "--tta is for CT scans, not radiographs")
     cases = shard(cases, num_parts, part_id)
     jobs = plan_jobs(cases, Path(output), preview, output_types)
-    inputs = InputFiles(path for case in discovered for path in case.paths)
+    inputs = InputFiles(path for case in discovered for path in case.paths + case.left_out)
     guard_inputs(jobs, inputs, Path(output))
+    for folder in output_folders(jobs, Path(output)):
+        check_writable(folder)
+    if is_file_output(Path(output)) and name_too_long(output):
+        raise LungctError(output, name_too_long(output))
     done = [job for job in jobs if not overwrite and job.writes_over is None and is_done(job)]
-    if len(jobs) == 1 and jobs[0].writes_over is None and (done or (jobs[0].plan.done_marker.exists() and not overwrite)):
+    if len(jobs) == 1 and jobs[0].refusal() is None and (done or (jobs[0].plan.done_marker.exists() and not overwrite)):
         raise LungctError(jobs[0].plan.done_marker, "exists already (use --overwrite to replace it)")
     todo = [job for job in jobs if not any(job is d for d in done)]
     outcomes = [Outcome(j.name, str(j.source), "skipped", "done in an earlier run") for j in done]
@@ -240,8 +259,9 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
         if folder is not None and folder.is_dir() and not any(map(inputs.holds, batch_tables(folder))):
             try:
                 write_batch_tables(folder)
-            except Exception as err:  # the report must never cost the batch its masks
-                log(f"warning: {folder}: report.html / statistics.csv not written ({type(err).__name__}: {err})")
+            except Exception as err:  # the report must never cost the batch its masks, nor stay stale
+                log(printable(f"warning: {folder}: report.html / statistics.csv not written ({type(err).__name__}: "
+                              f"{err}); {remove_batch_tables(folder)}"))
 
     threads = threads_per_task(scheduler) if scheduler else None
     outcomes += run_cases(segment_job, todo, options, threads, scheduler=scheduler, progress=progress, log=log,
@@ -249,6 +269,13 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
                           prefetch=(lambda job: prefetch_job(job, options)) if len(todo) > 1 else None)
     report()
     return outcomes
+
+
+def output_folders(jobs: list[Job], output: Path) -> list[Path]:
+    """Every folder the run writes into: checked before any case runs, so that an unwritable output
+    fails the run in one line instead of every case."""
+    folders = {path.parent for job in jobs for path in job.outputs()}
+    return sorted(folders | ({Path(output)} if not is_file_output(output) else set()))
 
 
 def batch_tables(folder: Path) -> list[Path]:
@@ -276,6 +303,19 @@ def write_batch_tables(folder: Path) -> None:
                 rows += [{**meta, "lung": lung, "region": region, **numbers} for region, numbers in regions.items()]
     if rows:
         write_statistics_csv(folder / "statistics.csv", rows)
+    else:  # no sidecar has statistics now: an earlier table would describe cases that no longer do
+        (folder / "statistics.csv").unlink(missing_ok=True)
+
+
+def remove_batch_tables(folder: Path) -> str:
+    """Remove report.html and statistics.csv (never left stale); say what became of them."""
+    kept = []
+    for path in batch_tables(folder):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            kept.append(path.name)
+    return f"{' and '.join(kept)} left as before (cannot remove)" if kept else "the earlier ones are removed"
 
 
 # ------------------------------------------------------------------------------------------- library use

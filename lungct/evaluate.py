@@ -16,7 +16,9 @@ import numpy as np
 
 from lungct.errors import LungctError
 from lungct.geometry import orientation_code, voxel_spacing
-from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, atomic_path, read_volume, stem_of, suffix_of
+from lungct.io.atomic import atomic_path, open_text
+from lungct.io.nifti_orientation import NIBABEL_GUESS
+from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, read_volume, stem_of, suffix_of
 
 DERIVED_PICTURES = ("-labels", "-preview", "-histogram")  # written beside masks by `lungct infer`
 from lungct.geometry import labels_to_grid
@@ -116,7 +118,7 @@ def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
             with Image.open(path) as picture:
                 array = np.asarray(picture.convert("L"))
         return array[..., None].astype(np.uint8), np.eye(4)
-    array, affine, _ = read_volume(path)
+    array, affine, _ = read_volume(path, NIBABEL_GUESS)  # two unoriented masks compare on the same guess
     if array.dtype.kind == "f":
         array = np.rint(array)
     if array.min() < 0 or array.max() > 255:
@@ -187,7 +189,7 @@ def evaluate(prediction: Path, reference: Path, resample: bool = False, merge: b
 def write_rows(path: Path, rows: list[dict], columns: list[str]) -> Path:
     """CSV written atomically; floats with 6 significant digits, NaN as an empty cell."""
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
+        with open_text(tmp) as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             for row in rows:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lungct.errors import LungctError
-from lungct.io.volumes import atomic_path, write_json
+from lungct.io.atomic import atomic_path, write_json
 
 
 def export_onnx(model, path: Path, opset: int = 17) -> dict:

@@ -155,6 +155,13 @@ def is_oblique(affine: np.ndarray, tolerance: float = 1e-3) -> bool:
     return bool(np.abs(np.abs(cosines) - np.round(np.abs(cosines))).max() > tolerance)
 
 
+def is_sheared(affine: np.ndarray, tolerance: float = 1e-4) -> bool:
+    """True when the voxel axes are not at right angles (a gantry-tilted DICOM series' grid); the tolerance
+    passes direction cosines rounded to 6 decimals, as DICOM headers often store them."""
+    cosines = np.asarray(affine, dtype=float)[:3, :3] / voxel_spacing(affine)
+    return bool(np.abs(cosines.T @ cosines - np.eye(3)).max() > tolerance)
+
+
 def _straightened(affine: np.ndarray, shape) -> tuple[np.ndarray, tuple]:
     """An axis-aligned grid (same axis order, signs and spacing) holding every voxel of an oblique one.
 

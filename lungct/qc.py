@@ -14,11 +14,11 @@ import html
 import io
 import json
 import os
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 from lungct import __version__
+from lungct.io.atomic import write_text
 from lungct.qcflags import _dict, _num, key_statistics, measures, modality, qc_flags, rl_ratio, suspicion
 
 THUMB_SIZE = (224, 120)  # max width, height: ~10 kB JPEG each, so 500 cases stay ~5 MB
@@ -66,7 +66,8 @@ def _locate(value, out_dir: Path) -> Path | None:
 
 
 def _href(path: Path, out_dir: Path) -> str:
-    return quote(os.path.relpath(path.resolve(), out_dir.resolve()).replace(os.sep, "/"))
+    """A relative link; the name's own bytes percent-encoded, so a name that is not UTF-8 links too."""
+    return quote(os.fsencode(os.path.relpath(path.resolve(), out_dir.resolve()).replace(os.sep, "/")))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -243,11 +244,4 @@ def write_report(out_dir, title: str | None = None, sidecars: list | None = None
     """Write out_dir/report.html from every sidecar in out_dir, atomically (temporary sibling, then
     os.replace), so it can be rewritten after every case of a running batch."""
     out_dir = Path(out_dir)
-    path = out_dir / REPORT_NAME
-    tmp = out_dir / f".{REPORT_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(render(out_dir, title, sidecars), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text(out_dir / REPORT_NAME, render(out_dir, title, sidecars))

@@ -148,6 +148,9 @@ def qc_flags(record: dict) -> list[Flag]:
         air = _num(_dict(record, "hu_calibration").get("air_stored"))
         flags.append(Flag("hu_miscalibrated", "warning",
                           "HU calibration off" + (f": air reads {air:.0f}, not -1000" if air is not None else "")))
+    if "orientation_assumed" in pipeline_flags:  # right and left rest on what the user said
+        flags.append(Flag("orientation_assumed", "warning", "orientation assumed (--assume-orientation): the "
+                                                            "NIfTI header states none"))
     confidence = _dict(record, "confidence")
     flip, uncertain = _num(confidence.get("flip_dice")), _num(confidence.get("uncertain_fraction"))
     kind = "cxr" if modality(record) == "cxr" else "ct"
@@ -160,7 +163,7 @@ def qc_flags(record: dict) -> list[Flag]:
     if noise is not None and noise > MAX_LUNG_NOISE_HU:
         flags.append(Flag("noisy", "warning", f"noisy image: {noise:.0f} HU noise in the lungs "
                                               f"(> {MAX_LUNG_NOISE_HU:.0f})"))
-    for other in sorted(set(map(str, pipeline_flags)) - {"hu_miscalibrated"}):
+    for other in sorted(set(map(str, pipeline_flags)) - {"hu_miscalibrated", "orientation_assumed"}):
         flags.append(Flag(other, "warning", f"pipeline flag: {other}"))
     warnings = record.get("warnings") if isinstance(record.get("warnings"), list) else []
     if warnings:

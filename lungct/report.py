@@ -8,8 +8,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lungct.geometry import to_ras
-from lungct.io.volumes import atomic_path
+from lungct.io.atomic import atomic_path
 from lungct.labels import ROI_COLOUR, colour_of, foreground
+from lungct.os_names import printable
 
 
 def grey_levels(values: np.ndarray, window=None) -> np.ndarray:
@@ -89,7 +90,7 @@ def save_preview(path, image, labels, roi, affine, label_values: dict, title: st
     for panel in panels:
         canvas.paste(panel, (x, 18))
         x += panel.width + 8
-    ImageDraw.Draw(canvas).text((4, 3), title, fill=(255, 255, 255))
+    ImageDraw.Draw(canvas).text((4, 3), printable(title), fill=(255, 255, 255))
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
 

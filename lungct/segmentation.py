@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lungct import __version__
-from lungct.io.volumes import write_json
+from lungct.io.atomic import write_json
 from lungct.options import InferOptions
 
 

@@ -27,6 +27,7 @@ from lungct.cxr.dataset import cxr_pairs, find_split_file, read_split_file
 from lungct.data import read_reference
 from lungct.engine import make_segmenter
 from lungct.errors import LungctError
+from lungct.io.atomic import make_folder, write_text
 from lungct.metrics import overlap
 from lungct.models import Model, autocast_dtype, pick_device, resolve_model
 from lungct.networks import DIMS, build_network, parameter_count
@@ -272,8 +273,8 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     summary = {"recipe": recipe, "cases": len(train_cases), "validation_cases": [c.name for c in val_cases], "seed": seed,
                "init": str(init) if init else None}
     if dist.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=1, default=str))
+        make_folder(out_dir)
+        write_text(out_dir / "recipe.json", json.dumps(recipe, indent=1, default=str))
         log(f"{name}: {parameter_count(network) / 1e6:.2f} M parameters, {len(train_cases)} training and "
             f"{len(val_cases)} validation cases, {len(sampler_data)} samples per epoch, device {dev}")
 

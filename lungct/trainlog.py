@@ -5,17 +5,16 @@ import csv
 import datetime as _dt
 from pathlib import Path
 
+from lungct.io.atomic import atomic_path, open_text
 from lungct.workspace import runs_dir
 
 
 def write_log(out_dir: Path, history: list[dict]) -> None:
     fields = list(dict.fromkeys(k for row in history for k in row))
-    temporary = out_dir / ".log.csv.tmp"
-    with temporary.open("w", newline="") as handle:
+    with atomic_path(out_dir / "log.csv") as temporary, open_text(temporary) as handle:
         writer = csv.DictWriter(handle, fields)
         writer.writeheader()
         writer.writerows(history)
-    temporary.replace(out_dir / "log.csv")
 
 
 def plot_log(out_dir: Path, history: list[dict]) -> None:
@@ -39,7 +38,8 @@ def plot_log(out_dir: Path, history: list[dict]) -> None:
         if len(keys) > 1:
             axes.legend()
         figure.tight_layout()
-        figure.savefig(out_dir / filename, dpi=90)
+        with atomic_path(out_dir / filename) as temporary:
+            figure.savefig(temporary, dpi=90, format="png")
         plt.close(figure)
 
 

@@ -16,7 +16,6 @@ from phantoms import make_phantom, reindexed, write_nifti
 
 import lungct
 from lungct import engine
-from lungct.checkpoint import save_checkpoint
 from lungct.cli import main
 from lungct.engine import resolved
 from lungct.options import InferOptions

@@ -323,7 +323,6 @@ def test_band_follows_the_hu_edge(chest, grow):
     naive = np.where(probability >= 128, candidate, 0) > 0
     shell = naive ^ truth  # where the emulated network is wrong
     refined = result.lungs > 0
-    dense = case["hu"] >= P.boundary_hu
     assert shell.sum() > 1000 and phantoms.dice(naive, truth) < 0.965
     assert phantoms.dice(refined, truth) > 0.99
     clearly_dense = case["hu"] >= P.boundary_hu + P.hu_width

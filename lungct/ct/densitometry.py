@@ -17,7 +17,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from lungct.io.volumes import atomic_path
+from lungct.io.atomic import atomic_path, open_text
+from lungct.os_names import printable
 
 DEFAULT_LABEL_NAMES = MappingProxyType({1: "right_lung", 2: "left_lung"})
 BOTH = "both"
@@ -357,7 +358,7 @@ def write_statistics_csv(path, rows) -> Path:
     rows = list(rows)
     fields = list(CSV_FIELDS) + list(dict.fromkeys(k for r in rows for k in r if k not in CSV_FIELDS))
     with atomic_path(Path(path)) as tmp:
-        with open(tmp, "w", newline="") as fh:
+        with open_text(tmp) as fh:
             writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             for r in rows:
@@ -390,7 +391,7 @@ def save_histogram_plot(path, stats: LungStatistics, title: str = "") -> Path:
         ax.axvline(t, color="grey", lw=0.7, ls=":")
         ax.text(t, top * 0.98, f"{t}", rotation=90, va="top", ha="right", fontsize=8, color="dimgrey",
                 bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
-    ax.set(xlim=(-1100, 200), xlabel="HU", ylabel="% of lung voxels per HU", title=title or "Lung HU histogram")
+    ax.set(xlim=(-1100, 200), xlabel="HU", ylabel="% of lung voxels per HU", title=printable(title) or "Lung HU histogram")
     if shown:
         ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()

@@ -25,8 +25,12 @@ from lungct.ct.segmenter import prepare_scan
 from lungct.errors import LungctError
 from lungct.geometry import geometry_summary, labels_to_grid, voxel_ml
 from lungct.io import CaseSource, Scan, discover, load_case, load_scan
+from lungct.io.atomic import (TEMPORARY_NAME_CHARS, atomic_path, cannot_write, check_writable, open_text,
+                              write_json)
+from lungct.io.folder_lock import folder_lock, tables_lock
 from lungct.io.inputs_guard import INPUT_REFUSAL, InputFiles
-from lungct.io.volumes import atomic_path, write_json, write_nifti
+from lungct.io.nifti_orientation import orientation_codes
+from lungct.io.volumes import write_nifti
 from lungct.labels import LUNG_LABELS, measure
 from lungct.recipes import Chain, load_recipe, recipe_digest
 from lungct.report import save_preview
@@ -109,9 +113,9 @@ def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: boo
     """Write one case folder atomically: build it under a hidden name, then rename it into place."""
     out_dir = Path(out_dir)
     final = out_dir / result.scan.name
-    tmp = out_dir / f".tmp-{result.scan.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    tmp = out_dir / f".tmp-{result.scan.name[:TEMPORARY_NAME_CHARS]}-{uuid.uuid4().hex[:8]}"
     try:
+        tmp.mkdir(parents=True)
         started = time.perf_counter()
         header = result.scan.header if result.scan.format in ("nii", "nii.gz") else None
         volumes = result.volumes_ml
@@ -134,12 +138,18 @@ def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: boo
         if final.exists():
             if not overwrite:
                 raise LungctError(final, "exists already (use --overwrite to replace it)")
-            old = out_dir / f".old-{result.scan.name}-{uuid.uuid4().hex[:8]}"
+            old = out_dir / f".old-{result.scan.name[:TEMPORARY_NAME_CHARS]}-{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
+    except OSError as err:
+        raise cannot_write(final, err) from None
+    except LungctError as err:  # a file of the hidden folder: name the case folder the user will look for
+        if str(err.source).startswith(str(tmp)):
+            raise LungctError(final / Path(err.source).name, err.reason) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -150,7 +160,10 @@ def write_case(result: Preprocessed, recipe: dict, out_dir: Path, overwrite: boo
 
 
 def is_done(out_dir: Path, name: str) -> bool:
-    return (Path(out_dir) / name / "case.json").is_file()
+    try:
+        return (Path(out_dir) / name / "case.json").is_file()
+    except OSError:  # a name too long for the file system: not done (and refused when written)
+        return False
 
 
 def _preprocess_case(case: CaseSource, out_dir: str, recipe: dict, overwrite: bool) -> dict:
@@ -171,46 +184,52 @@ def preprocess_one(case: CaseSource, out_dir: str, recipe: dict, overwrite: bool
 
 def preprocess_batch(inputs: list[Path], out_dir: Path, recipe: dict, workers: int = 1, overwrite: bool = False,
                      progress: bool = True, log=print, scheduler: str | None = None, num_parts: int = 1,
-                     part_id: int = 0) -> list[Outcome]:
+                     part_id: int = 0, assume_orientation: str | None = None) -> list[Outcome]:
     """Preprocess every case found in `inputs` into `out_dir`; resume unless `overwrite`.
+    `assume_orientation` ("RAS", ...): how NIfTI files whose header states no orientation are stored.
 
     `scheduler` runs the cases on a Dask cluster (lungct.batch); `num_parts`/`part_id` keep one shard of
     the case list, so that N independent jobs together do every case exactly once.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cases = discover(inputs)
-    if not cases:
-        raise LungctError(", ".join(str(p) for p in inputs), "no scans found (DICOM series, .nii/.nii.gz, .nrrd or .mha)")
-    cases = shard(cases, num_parts, part_id)
-    if num_parts == 1:  # with shards, other parts may be writing right now: leave their temporaries alone
-        _remove_stale_temporaries(out_dir)
-    inputs = InputFiles(path for case in cases for path in case.paths)
-    holding = {c.name: inputs.inside(out_dir / c.name) for c in cases}  # a case folder replaced whole takes it along
-    outcomes = [Outcome(c.name, str(c.source), "failed", f"{holding[c.name]} {INPUT_REFUSAL}: its case folder "
-                        f"{out_dir / c.name} would be replaced; give another output folder (-o)")
-                for c in cases if holding[c.name]]
-    cases = [c for c in cases if not holding[c.name]]
-    outcomes += [Outcome(c.name, str(c.source), "skipped", "done in an earlier run") for c in cases
-                 if not overwrite and is_done(out_dir, c.name)]
-    todo = [c for c in cases if overwrite or not is_done(out_dir, c.name)]
-    for outcome in outcomes:
-        if outcome.status == "failed":
-            log(f"error: {outcome.reason}")
-    skipped = [o for o in outcomes if o.status == "skipped"]
-    if skipped:
-        log(f"{len(skipped)} of {len(cases)} case(s) already done in {out_dir} (resuming; --overwrite redoes them)")
-        _warn_recipe_change(out_dir, [o.name for o in skipped], recipe, log)
-    for case in cases:
-        for note in case.notes:
-            log(f"note: {note}")
-    workers = max(1, min(workers, len(todo))) if todo else 1
-    threads = threads_per_task(scheduler, workers)
-    outcomes += run_cases(preprocess_one, todo, str(out_dir), recipe, overwrite, threads, workers=workers,
-                          scheduler=scheduler, progress=progress, log=log, desc="preprocess")
-    suffix = f"-part{part_id}of{num_parts}" if num_parts > 1 else ""
-    write_tables(out_dir, outcomes, failures_name=f"failures{suffix}.csv")
-    return outcomes
+    assume_orientation = orientation_codes(assume_orientation)
+    out_dir = check_writable(out_dir)
+    part = f"part{part_id}of{num_parts}" if num_parts > 1 else None
+    with folder_lock(out_dir, part):  # one run at a time (shards: one per part)
+        cases = discover(inputs)
+        if not cases:
+            raise LungctError(", ".join(str(p) for p in inputs),
+                              "no scans found (DICOM series, .nii/.nii.gz, .nrrd or .mha)")
+        cases = shard(cases, num_parts, part_id)
+        for case in cases:
+            case.assume_orientation = assume_orientation
+        if num_parts == 1:  # held exclusively: no other run writes here (shards leave each other's alone)
+            _remove_stale_temporaries(out_dir)
+        inputs = InputFiles(path for case in cases for path in case.paths + case.left_out)
+        holding = {c.name: inputs.inside(out_dir / c.name) for c in cases}  # a folder replaced whole takes it along
+        outcomes = [Outcome(c.name, str(c.source), "failed", f"{holding[c.name]} {INPUT_REFUSAL}: its case folder "
+                            f"{out_dir / c.name} would be replaced; give another output folder (-o)")
+                    for c in cases if holding[c.name]]
+        cases = [c for c in cases if not holding[c.name]]
+        outcomes += [Outcome(c.name, str(c.source), "skipped", "done in an earlier run") for c in cases
+                     if not overwrite and is_done(out_dir, c.name)]
+        todo = [c for c in cases if overwrite or not is_done(out_dir, c.name)]
+        for outcome in outcomes:
+            if outcome.status == "failed":
+                log(f"error: {outcome.reason}")
+        skipped = [o for o in outcomes if o.status == "skipped"]
+        if skipped:
+            log(f"{len(skipped)} of {len(cases)} case(s) already done in {out_dir} (resuming; --overwrite redoes them)")
+            _warn_recipe_change(out_dir, [o.name for o in skipped], recipe, log)
+        for case in cases:
+            for note in case.notes:
+                log(f"note: {note}")
+        workers = max(1, min(workers, len(todo))) if todo else 1
+        threads = threads_per_task(scheduler, workers)
+        outcomes += run_cases(preprocess_one, todo, str(out_dir), recipe, overwrite, threads, workers=workers,
+                              scheduler=scheduler, progress=progress, log=log, desc="preprocess")
+        with tables_lock(out_dir):
+            write_tables(out_dir, outcomes, failures_name=f"failures{f'-{part}' if part else ''}.csv")
+        return outcomes
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
@@ -249,9 +268,9 @@ def write_tables(out_dir: Path, outcomes: list[Outcome], failures_name: str = "f
             "source": _source_text(record.get("sources")), "seconds": (record.get("timings_s") or {}).get("total"),
         }
     failures = [o for o in outcomes if o.status == "failed"]
-    for outcome in failures:
-        rows[outcome.name] = {"case": outcome.name, "status": "failed", "warnings": outcome.reason,
-                              "source": outcome.source, "seconds": round(outcome.seconds, 2)}
+    for outcome in failures:  # a case folder's own record stands: the summary says what the folder holds
+        rows.setdefault(outcome.name, {"case": outcome.name, "status": "failed", "warnings": outcome.reason,
+                                       "source": outcome.source, "seconds": round(outcome.seconds, 2)})
     _write_csv(Path(out_dir) / "summary.csv", SUMMARY_FIELDS, [rows[k] for k in sorted(rows)])
     _write_csv(Path(out_dir) / failures_name, ["case", "source", "reason"],
                [{"case": o.name, "source": o.source, "reason": o.reason} for o in failures])
@@ -265,7 +284,7 @@ def _source_text(sources) -> str:
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
+        with open_text(tmp) as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)

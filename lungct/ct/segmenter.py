@@ -341,7 +341,7 @@ def stored_to_hu(case: dict) -> tuple[float, float]:
 
 def prepare_scan(chain: Chain, scan: Scan) -> PreparedScan:
     """Run an input chain on a scan: what training's data and inference both start from."""
-    case = {"warnings": list(scan.warnings), "flags": [], "input": scan.geometry(), "timings_s": {}}
+    case = {"warnings": list(scan.warnings), "flags": list(scan.flags), "input": scan.geometry(), "timings_s": {}}
     data = chain(put_volume({"case": case, "source": str(scan.source)}, "image", scan.array, scan.affine))
     roi = volume_of(data, "roi") if "roi" in data else None
     extras = {key: volume_of(data, key) for key in ("lungs", "body") if key in data}

@@ -16,9 +16,10 @@ import numpy as np
 
 from lungct.cxr.postprocess import finish_cxr
 from lungct.errors import LungctError
+from lungct.io.atomic import atomic_path
 from lungct.io.discover import CaseSource
 from lungct.io.radiograph import Radiograph, load_radiograph
-from lungct.io.volumes import NIFTI_SUFFIXES, atomic_path, suffix_of, write_nifti
+from lungct.io.volumes import NIFTI_SUFFIXES, suffix_of, write_nifti
 from lungct.labels import BINARY_LABELS, LUNG_LABELS
 from lungct.models import Model, flip_dice, uncertain_fraction
 from lungct.options import InferOptions

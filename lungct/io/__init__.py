@@ -8,9 +8,12 @@ import numpy as np
 
 from lungct.errors import LungctError
 from lungct.geometry import geometry_summary
+from lungct.io.atomic import write_json
 from lungct.io.dicom import read_series
 from lungct.io.discover import CaseSource, discover
-from lungct.io.volumes import read_volume, suffix_of, write_json, write_nifti
+from lungct.io.nifti_orientation import FLAG as ORIENTATION_FLAG
+from lungct.io.nifti_orientation import assumption_warning, orientation_codes, states_no_orientation
+from lungct.io.volumes import read_volume, suffix_of, write_nifti
 
 __all__ = ["Scan", "load_scan", "load_case", "discover", "CaseSource", "write_nifti", "write_json"]
 
@@ -31,6 +34,7 @@ class Scan:
     header: object | None = None
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # QC flags reading raised (e.g. an orientation assumed)
 
     @property
     def source(self) -> Path:
@@ -52,16 +56,20 @@ def load_case(case: CaseSource) -> Scan:
         array, affine, info, warnings = read_series(case.slices, case.source)
         scan = Scan(case.name, array, affine, list(case.paths), "dicom", None, info, warnings + case.notes)
     else:
-        array, affine, header = read_volume(case.paths[0])
+        array, affine, header = read_volume(case.paths[0], case.assume_orientation)
         scan = Scan(case.name, array, affine, list(case.paths), suffix_of(case.paths[0]).lstrip("."), header)
+        if states_no_orientation(header):
+            scan.warnings.append(assumption_warning(case.assume_orientation))
+            scan.flags.append(ORIENTATION_FLAG)
     _check_readable_content(scan)
     return scan
 
 
-def load_scan(path: str | Path, series_uid: str | None = None) -> Scan:
+def load_scan(path: str | Path, series_uid: str | None = None, assume_orientation: str | None = None) -> Scan:
     """Read one scan: a volume file, a DICOM file, or a folder holding one DICOM series.
 
-    A folder with several series needs `series_uid`; the error lists what is there.
+    A folder with several series needs `series_uid`; the error lists what is there. `assume_orientation`
+    ("RAS", "LPS", ...) reads a NIfTI whose header states no orientation (refused without it).
     """
     path = Path(path)
     cases = [c for c in discover([path]) if c.modality == "ct" or path.is_file()]
@@ -75,6 +83,7 @@ def load_scan(path: str | Path, series_uid: str | None = None) -> Scan:
         listing = "; ".join(f"{c.name} ({len(c.paths)} files)" for c in cases[:5])
         raise LungctError(path, f"holds {len(cases)} scans, expected one: {listing}"
                                 f"{' ...' if len(cases) > 5 else ''} (pass series_uid, or use a batch command)")
+    cases[0].assume_orientation = orientation_codes(assume_orientation)
     return load_case(cases[0])
 
 

@@ -16,7 +16,9 @@ from pydicom.errors import InvalidDicomError
 
 from lungct.errors import LungctError
 from lungct.geometry import LPS_TO_RAS, sitk_affine, sitk_to_array
+from lungct.io.gantry_tilt import slice_shear, tilt_warning
 from lungct.io.volumes import itk_reason
+from lungct.os_names import itk_names
 
 CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
 PROJECTION_MODALITIES = {"CR", "DX", "DR", "RG", "MG", "XA", "RF", "PX", "IO"}
@@ -26,7 +28,7 @@ _HEADER_TAGS = [
     "Rows", "Columns", "NumberOfFrames", "SliceThickness", "RescaleSlope", "RescaleIntercept",
     "Manufacturer", "ManufacturerModelName", "ConvolutionKernel", "KVP", "PatientPosition",
     "BodyPartExamined", "SamplesPerPixel", "PhotometricInterpretation", "AcquisitionNumber",
-    "ImagerPixelSpacing",
+    "ImagerPixelSpacing", "SOPInstanceUID",
 ]
 SPACING_TOLERANCE = 0.01  # relative deviation of slice gaps from their median before we call them uneven
 ORIENTATION_TOLERANCE = 1e-3
@@ -52,6 +54,7 @@ class DicomSlice:
     thickness: float | None
     kind: str | None = "ct"  # "ct", "cxr" (a radiograph) or None (neither), from dicom_kind
     kind_reason: str = ""
+    sop_uid: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -144,6 +147,7 @@ def read_header(path: Path) -> DicomSlice:
         thickness=number("SliceThickness"),
         kind=kind,
         kind_reason=reason,
+        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
         extra={k: str(ds.get(k)) for k in ("Manufacturer", "ManufacturerModelName", "ConvolutionKernel",
                                            "KVP", "PatientPosition", "BodyPartExamined",
                                            "PhotometricInterpretation", "StudyInstanceUID")
@@ -165,11 +169,13 @@ def refuse_non_ct(slices: list[DicomSlice], where: Path) -> list[str]:
 
 
 def series_geometry(slices: list[DicomSlice], where: Path):
-    """Sort slices along the normal; return (sorted slices, RAS affine, slice positions (mm), warnings)."""
+    """Sort slices along the normal; return (sorted slices, RAS affine, slice positions along the normal (mm),
+    warnings). The affine is sheared for a tilted gantry (lungct.io.gantry_tilt)."""
     warnings: list[str] = []
     sizes = {(s.rows, s.columns) for s in slices}
-    if len(sizes) > 1:
-        raise LungctError(where, f"series mixes image sizes {sorted(sizes)}")
+    if len(sizes) > 1:  # (a few odd images are left out at discovery: lungct.io.series_members)
+        raise LungctError(where, f"series mixes image sizes {sorted(sizes)} and no size is most of it: split it "
+                                 "into one series per size")
     missing = [s.path.name for s in slices if s.position is None or s.orientation is None or s.pixel_spacing is None]
     if missing:
         if len(slices) == 1:
@@ -212,15 +218,13 @@ def series_geometry(slices: list[DicomSlice], where: Path):
         elif deviation.max() > SPACING_TOLERANCE:
             warnings.append(f"uneven slice spacing ({steps.min():.3f}-{steps.max():.3f} mm); resampled to "
                             f"{dz:.3f} mm")
-        # Gantry tilt: slices advance along a direction that is not the slice normal.
-        advance = positions[-1] - positions[0]
-        tilt = np.degrees(np.arccos(np.clip(abs(advance @ normal) / np.linalg.norm(advance), -1, 1)))
-        if tilt > 0.5:
-            warnings.append(f"gantry tilt of {tilt:.1f} degrees: slices are placed along their normal")
+    shear = slice_shear(positions, along, normal, min(slices[0].pixel_spacing), where)
+    if shear.any():
+        warnings.append(tilt_warning(shear))
     lps = np.eye(4)
     lps[:3, 0] = row_dir * slices[0].pixel_spacing[1]
     lps[:3, 1] = col_dir * slices[0].pixel_spacing[0]
-    lps[:3, 2] = normal * dz
+    lps[:3, 2] = (normal + shear) * dz  # a gantry tilt shears the grid: each slice where its header puts it
     lps[:3, 3] = positions[0]
     return slices, LPS_TO_RAS @ lps, along - along[0], warnings
 
@@ -233,10 +237,11 @@ def read_series(slices: list[DicomSlice], where: Path):
     slices, affine, offsets, geometry_warnings = series_geometry(slices, where)
     warnings += geometry_warnings
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(s.path) for s in slices])
     reader.SetOutputPixelType(sitk.sitkFloat32)  # rescale applied per file, no integer truncation
     try:
-        image = reader.Execute()
+        with itk_names([s.path for s in slices]) as names:
+            reader.SetFileNames(names)
+            image = reader.Execute()
     except RuntimeError as err:
         bad = _first_unreadable(slices)
         raise LungctError(bad or where, f"cannot decode DICOM pixel data ({itk_reason(err)})") from None
@@ -246,7 +251,7 @@ def read_series(slices: list[DicomSlice], where: Path):
     if array.shape[2] != len(slices):
         raise LungctError(where, f"read {array.shape[2]} slices from {len(slices)} files")
     if len(offsets) > 1:
-        array = _regularise(array, offsets, np.linalg.norm(affine[:3, 2]))
+        array = _regularise(array, offsets, float(np.median(np.diff(offsets))))  # the step along the normal
     info = {
         "series_uid": slices[0].series_uid,
         "modality": slices[0].modality or "unknown",
@@ -274,7 +279,8 @@ def _regularise(array: np.ndarray, offsets: np.ndarray, dz: float) -> np.ndarray
 
 def _read_multiframe(item: DicomSlice, warnings: list[str]):
     try:
-        image = sitk.ReadImage(str(item.path), sitk.sitkFloat32)
+        with itk_names([item.path]) as (name,):
+            image = sitk.ReadImage(name, sitk.sitkFloat32)
     except RuntimeError as err:
         raise LungctError(item.path, f"cannot decode DICOM pixel data ({itk_reason(err)})") from None
     warnings.append("multi-frame DICOM: geometry taken from the reader (GDCM)")
@@ -285,7 +291,8 @@ def _read_multiframe(item: DicomSlice, warnings: list[str]):
 def _first_unreadable(slices: list[DicomSlice]) -> Path | None:
     for s in slices:
         try:
-            sitk.ReadImage(str(s.path))
+            with itk_names([s.path]) as (name,):
+                sitk.ReadImage(name)
         except RuntimeError:
             return s.path
     return None

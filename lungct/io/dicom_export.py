@@ -2,7 +2,8 @@
 
 A viewer places a SEG frame or an RTSTRUCT contour by the source image it references and by patient
 coordinates, never by array index. So every source file is matched to a slice of the label grid by its
-position along the slice normal (never by file order or InstanceNumber), and any disagreement between
+position in the grid (never by file order or InstanceNumber; a gantry tilt's sheared grid places each
+tilted slice exactly), and any disagreement between
 the grid and the series is refused: a mask of another scan must never be written as if it belonged here.
 
 The label grid is the one `lungct.io.load_scan` returns for the series: (x, y, z) with x along the
@@ -38,7 +39,7 @@ from lungct import __version__
 from lungct.errors import LungctError
 from lungct.labels import colour_of
 from lungct.geometry import LPS_TO_RAS
-from lungct.io.volumes import atomic_path
+from lungct.io.atomic import atomic_path
 
 __all__ = ["write_dicom_seg", "write_rtstruct", "LUNG_SEGMENTS", "SEGMENT_CODES", "match_source_slices"]
 
@@ -84,11 +85,9 @@ def match_source_slices(shape, affine, source_files, where) -> list[SourceSlice]
     lps = LPS_TO_RAS @ np.asarray(affine, dtype=float)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     ux, uy = lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]
-    normal = np.cross(ux, uy)
-    zstep = float(lps[:3, 2] @ normal)  # signed mm per grid slice along the normal
-    if abs(abs(zstep) - spacing[2]) > ORIENTATION_TOLERANCE * spacing[2]:
-        raise LungctError(where, "the mask grid's slices are not stacked along their normal (sheared affine); "
-                                 "use the grid lungct.io.load_scan gives for this series")
+    if abs(lps[:3, 2] @ np.cross(ux, uy)) < ORIENTATION_TOLERANCE * spacing[2]:
+        raise LungctError(where, "the mask grid's slices do not advance across their planes (singular affine)")
+    to_grid = np.linalg.inv(lps[:3, :3])  # exact for a gantry tilt's sheared grid too
     rows, cols = int(headers[0][1].Rows), int(headers[0][1].Columns)
     if (cols, rows) != (nx, ny):
         raise LungctError(where, f"mask grid is {nx}x{ny} in-plane but the series has {cols} columns x {rows} rows")
@@ -102,11 +101,10 @@ def match_source_slices(shape, affine, source_files, where) -> list[SourceSlice]
         if abs(col_sp - spacing[0]) > 1e-3 * spacing[0] or abs(row_sp - spacing[1]) > 1e-3 * spacing[1]:
             raise LungctError(where, f"pixel spacing of {path.name} ({row_sp:g}, {col_sp:g} mm) differs from the "
                                      f"mask grid's ({spacing[1]:g}, {spacing[0]:g} mm)")
-        offset = np.array([float(v) for v in ds.ImagePositionPatient]) - lps[:3, 3]
-        u, v, w = offset @ ux / spacing[0], offset @ uy / spacing[1], offset @ normal / zstep
+        u, v, w = to_grid @ (np.array([float(v) for v in ds.ImagePositionPatient]) - lps[:3, 3])
         if max(abs(u), abs(v)) > POSITION_TOLERANCE:
             raise LungctError(where, f"{path.name} is shifted in-plane by ({u:.2f}, {v:.2f}) voxels from the mask "
-                                     "grid (another grid, or gantry tilt)")
+                                     "grid (another grid)")
         k = int(round(w))
         if abs(w - k) > POSITION_TOLERANCE:
             raise LungctError(where, f"{path.name} lies between mask slices (at grid slice {w:.2f}): the mask was "

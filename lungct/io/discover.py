@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lungct.errors import LungctError
 from lungct.io.dicom import DicomSlice, is_dicom_file, read_header
+from lungct.io.series_members import LOCALIZER_SERIES, localizer_note, select_members
 from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, stem_of, suffix_of
 
 IGNORED_NAMES = {"DICOMDIR", "LOCKFILE", "VERSION"}
@@ -28,6 +29,8 @@ class CaseSource:
     problem: str | None = None  # found while discovering: the case fails with this reason
     notes: list[str] = field(default_factory=list)
     modality: str = "ct"  # "ct" or "cxr" (a radiograph)
+    left_out: list[Path] = field(default_factory=list)  # files of its series folder that are not its slices
+    assume_orientation: str | None = None  # how a NIfTI that states no orientation is stored ("RAS", ...)
 
     def refusal(self, wanted: str) -> str | None:
         """Why this case cannot go to a `wanted` ("ct" or "cxr") path, or None when it can."""
@@ -107,6 +110,10 @@ def _dicom_cases(files: list[Path]) -> list[CaseSource]:
             continue
         # Series without a UID (anonymised exports) are grouped by folder instead.
         groups[(header.series_uid or f"folder:{path.parent}",)].append(header)
+    scout_keys = [key for key, slices in groups.items() if all(s.is_localizer for s in slices)]
+    if len(scout_keys) == len(groups):  # only scouts: refused below (there is nothing else to segment)
+        scout_keys = []
+    scouts = [groups.pop(key) for key in scout_keys]  # beside other series: left out, said in theirs
     cases = []
     by_folder: dict[Path, list] = defaultdict(list)
     for key, slices in groups.items():
@@ -116,15 +123,29 @@ def _dicom_cases(files: list[Path]) -> list[CaseSource]:
             name = folder.name or "dicom"
             if len(series) > 1:
                 name = f"{name}_{slices[0].series_uid or len(slices)}"
-            case = CaseSource(name, "dicom", sorted(s.path for s in slices), slices=slices)
+            members, left_out, warnings = select_members(slices)
+            case = CaseSource(name, "dicom", [s.path for s in members], slices=members, notes=warnings,
+                              left_out=[s.path for s in left_out])
             if all(s.is_localizer for s in slices):
-                case.problem = "is a localizer (scout) series, not a CT volume"
+                case.problem = LOCALIZER_SERIES
             elif slices[0].kind is None and slices[0].modality not in ("", "OT", "CT"):
                 case.problem = f"{slices[0].kind_reason}: lungct segments chest CT and chest radiographs"
             if len(series) > 1:
                 case.notes.append(f"{folder} holds {len(series)} series; this is series {slices[0].series_uid}")
             cases.append(case)
+    for scout in scouts:  # said in the sidecars of the series nearest to it in the folder tree
+        nearest = _nearest(cases, scout[0].path)
+        for case in nearest:
+            case.notes.append(localizer_note(scout))
+            case.left_out += [s.path for s in scout]
     return cases + broken
+
+
+def _nearest(cases: list[CaseSource], path: Path) -> list[CaseSource]:
+    """The cases whose folders share the longest part of `path`."""
+    shared = {id(case): len(os.path.commonpath([os.path.abspath(case.source), os.path.abspath(path)]))
+              for case in cases}
+    return [case for case in cases if shared[id(case)] == max(shared.values())]
 
 
 def _make_names_unique(cases: list[CaseSource]) -> None:

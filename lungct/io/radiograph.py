@@ -16,6 +16,7 @@ import numpy as np
 from lungct.errors import LungctError
 from lungct.io.dicom import dicom_kind, is_dicom_file
 from lungct.io.volumes import PICTURE_SUFFIXES, VOLUME_SUFFIXES, stem_of, suffix_of
+from lungct.os_names import itk_names
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R BT.601, as Pillow's convert("L")
 CT_VOLUME_REFUSAL = "is a CT volume, not a radiograph; use the CT model or --modality"
@@ -206,7 +207,8 @@ def _dicom_pixels(ds, path: Path, warnings: list[str]) -> np.ndarray:
     import SimpleITK as sitk
 
     try:
-        image = sitk.ReadImage(str(path))
+        with itk_names([path]) as (name,):
+            image = sitk.ReadImage(name)
     except RuntimeError:
         raise LungctError(path, f"cannot decode the DICOM pixel data ({first})") from None
     array = sitk.GetArrayFromImage(image)

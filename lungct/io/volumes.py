@@ -1,11 +1,8 @@
-"""Reading NIfTI, NRRD and MetaImage volumes; writing every output atomically (temp name, then rename)."""
+"""Reading NIfTI, NRRD and MetaImage volumes; writing NIfTI atomically (lungct.io.atomic)."""
 from __future__ import annotations
 
 import contextlib
 import gzip
-import json
-import os
-import uuid
 import zlib
 from pathlib import Path
 
@@ -14,7 +11,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from lungct.errors import LungctError
-from lungct.geometry import c_order, sitk_affine, sitk_to_array
+from lungct.geometry import c_order, is_sheared, sitk_affine, sitk_to_array
+from lungct.io.atomic import atomic_path
+from lungct.io.nifti_orientation import assumed_affine, states_no_orientation
+from lungct.os_names import itk_names
 
 try:  # ISA-L gzip: a standard .gz stream, 2x faster to read and 6x to write than zlib (docs/design.md)
     from isal import igzip, isal_zlib
@@ -47,8 +47,11 @@ def stem_of(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix and path.name.lower().endswith(suffix) else path.name
 
 
-def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, object | None]:
-    """(float32 array in (x, y, z) order, RAS affine, NIfTI header or None) of a volume file."""
+def read_volume(path: Path, assume_orientation: str | None = None) -> tuple[np.ndarray, np.ndarray, object | None]:
+    """(float32 array in (x, y, z) order, RAS affine, NIfTI header or None) of a volume file.
+
+    A NIfTI header that states no orientation is refused unless `assume_orientation` says how its voxels
+    are stored (lungct.io.nifti_orientation)."""
     path = Path(path)
     suffix = suffix_of(path)
     if not path.is_file():
@@ -56,9 +59,13 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, object | None]:
     if path.stat().st_size == 0:
         raise LungctError(path, "file is empty")
     if suffix in NIFTI_SUFFIXES:
-        return _read_nifti(path)
+        array, affine, header = _read_nifti(path)
+        if states_no_orientation(header):
+            affine = assumed_affine(path, header, array.shape, assume_orientation)
+        return array, affine, header
     try:
-        image = sitk.ReadImage(str(path))
+        with itk_names([path]) as (name,):
+            image = sitk.ReadImage(name)
     except RuntimeError as err:
         raise LungctError(path, f"cannot read {suffix[1:].upper()} file ({itk_reason(err)})") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -138,21 +145,6 @@ def itk_reason(err: Exception) -> str:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary sibling path; on success rename it onto `path`, on failure remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = suffix_of(path) or path.suffix
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, header=None, dtype=None) -> Path:
     """Write an (x, y, z) array as NIfTI atomically; `header` (from an input) keeps its exact geometry."""
     array = np.asarray(array)
@@ -161,15 +153,17 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, header=None, 
         header.set_slope_inter(1.0, 0.0)
         img = nib.Nifti1Image(array, None, header=header)
         img.set_sform(header.get_sform(), int(header["sform_code"]))
-        img.set_qform(header.get_qform(), int(header["qform_code"]))
-        if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
-            img.set_sform(affine, 1)  # an input without orientation codes: say what we assumed
+        img.set_qform(header.get_qform(), int(header["qform_code"]))  # codes (0, 0) too: nothing is claimed
         if len(array.shape) < len(header.get_data_shape()):
             img.header.set_data_shape(array.shape)
     else:
-        img = nib.Nifti1Image(array, np.asarray(affine, dtype=float))
-        img.set_qform(np.asarray(affine, dtype=float), 1)
-        img.set_sform(np.asarray(affine, dtype=float), 1)
+        affine = np.asarray(affine, dtype=float)
+        img = nib.Nifti1Image(array, affine)
+        if is_sheared(affine):  # a qform is a rotation: one with a gantry tilt's shear stripped would misplace
+            img.set_qform(None, 0)  # every slice but the first; the sform alone says where the voxels are
+        else:
+            img.set_qform(affine, 1)
+        img.set_sform(affine, 1)
     img.header.set_xyzt_units("mm", "sec")
     img.set_data_dtype(dtype or array.dtype)
     with atomic_path(path) as tmp:
@@ -180,21 +174,3 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, header=None, 
                                                          mtime=0, filename="") as stream:
                 img.to_file_map({"image": nib.FileHolder(filename=str(tmp), fileobj=stream)})
     return Path(path)
-
-
-def write_json(path: Path, payload: dict) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    return Path(path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
