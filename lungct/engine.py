@@ -51,6 +51,7 @@ def models_by_modality(models) -> dict[str, str]:
     out: dict[str, str] = {}
     for model in models:
         meta = read_meta(resolve_model(model))
+        get_modality(meta.get("modality", "ct")).check_checkpoint(meta, model)  # before any case runs
         role = meta.get("modality", "ct") + (TUMOUR_ROLE if "tumour" in meta["labels"] else "")
         if role in out:
             raise LungctError(model, f"two {role} models given with --model ({out[role]} and {model})")

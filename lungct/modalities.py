@@ -27,6 +27,7 @@ class Modality:
     dicom_objects: bool  # masks can also be written as DICOM-SEG / RTSTRUCT referencing a source series
     segmenter: Callable  # (Model, InferOptions) -> Segmenter
     load_transforms: Callable  # () -> None: registers the chain's transforms (lungct.keyed.TRANSFORMS)
+    check_checkpoint: Callable  # (meta, path) -> None: refuses, in one line, a model this code cannot run
 
 
 def _ct_segmenter(model, options):
@@ -41,6 +42,16 @@ def _cxr_segmenter(model, options):
     return RadiographSegmenter(model, options)
 
 
+def _ct_checkpoint(meta: dict, path) -> None:
+    from lungct.ct.pipeline import PostProcessing
+
+    PostProcessing.from_meta(meta, path)
+
+
+def _no_check(meta: dict, path) -> None:
+    return None
+
+
 def _ct_transforms() -> None:
     import lungct.ct.transforms  # noqa: F401  (registers on import)
 
@@ -50,9 +61,9 @@ def _cxr_transforms() -> None:
 
 
 CT = Modality("ct", "CT scans", ".nii.gz", (".nii.gz", ".nii"), "ct-lungs-2d", "volumes_ml", "mL", True,
-              _ct_segmenter, _ct_transforms)
+              _ct_segmenter, _ct_transforms, _ct_checkpoint)
 CXR = Modality("cxr", "radiographs", ".png", (".nii.gz", ".nii", ".png"), "cxr-lungs-2d", "areas_cm2", "cm²", False,
-               _cxr_segmenter, _cxr_transforms)
+               _cxr_segmenter, _cxr_transforms, _no_check)
 MODALITIES = {m.name: m for m in (CT, CXR)}
 
 

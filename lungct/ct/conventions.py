@@ -157,21 +157,39 @@ def decided_regions(decision: DecisionMaps, box_shape, box_affine: np.ndarray, d
     scores = decision.probability.astype(np.int16)
     outside_margin = (scores[OUTSIDE] - np.maximum(scores[1], scores[2])).astype(np.float32)
     over_both, over_outside = lesion_margins(decision)
+    to_decision = np.linalg.inv(decision.affine) @ box_affine
     lesion = np.zeros(tuple(box_shape), bool)
-    coarse = ndi.binary_dilation(over_both > 0)
-    if coarse.any():
-        sub = native_box(coarse, decision.affine, box_affine, box_shape)
+    parts, _ = ndi.label(ndi.binary_dilation(over_both > 0))
+    for part_box in ndi.find_objects(parts):  # each decided lesion in its own native box
+        part = np.zeros(parts.shape, bool)
+        part[part_box] = parts[part_box] > 0
+        sub = native_box(part, decision.affine, box_affine, box_shape)
+        if any(b.stop <= b.start for b in sub):
+            continue
         sub_shape, sub_affine = [b.stop - b.start for b in sub], shifted_affine(box_affine, [b.start for b in sub])
         core = field_to_grid(over_both, decision.affine, sub_shape, sub_affine, -255.0) > 0
         rim = field_to_grid(over_outside, decision.affine, sub_shape, sub_affine, -255.0) > 0
-        lesion[sub] = core | rim & dense[sub]
+        lesion[sub] |= core | rim & dense[sub]
     outside = np.zeros(tuple(box_shape), bool)
-    if candidates.any():
-        sub = bounding_box(candidates)
-        sub_shape, sub_affine = [b.stop - b.start for b in sub], shifted_affine(box_affine, [b.start for b in sub])
-        margin = field_to_grid(outside_margin, decision.affine, sub_shape, sub_affine, 255.0)
-        outside[sub] = candidates[sub] & (margin > 0)
+    points = np.argwhere(candidates)
+    if len(points):  # only the candidates near where outside wins on the coarse grid need interpolating
+        coordinates = to_decision[:3, :3] @ points.T + to_decision[:3, 3:4]
+        nearest = np.clip(np.round(coordinates).astype(int).T, 0, np.array(outside_margin.shape) - 1)
+        near_outside = ndi.binary_dilation(outside_margin > 0)[tuple(nearest.T)]
+        values = ndi.map_coordinates(outside_margin, coordinates[:, near_outside], order=1, mode="nearest",
+                                     prefilter=False)
+        outside[tuple(points[near_outside][values > 0].T)] = True
     return lesion, outside
+
+
+def on_grid(values: np.ndarray, affine: np.ndarray, points: np.ndarray, points_affine: np.ndarray) -> np.ndarray:
+    """`values` at the nearest voxel to each of `points` (voxel indices on the grid `points_affine`)."""
+    to_grid = np.linalg.inv(affine) @ points_affine
+    index = np.round(to_grid[:3, :3] @ points.T + to_grid[:3, 3:4]).astype(int).T
+    inside = np.all((index >= 0) & (index < np.array(values.shape)), axis=1)
+    out = np.zeros(len(points), values.dtype)
+    out[inside] = values[tuple(index[inside].T)]
+    return out
 
 
 def native_box(coarse: np.ndarray, coarse_affine: np.ndarray, box_affine: np.ndarray, box_shape) -> tuple[slice, ...]:
@@ -189,6 +207,10 @@ def join_to_nearest_lung(lungs: np.ndarray, extra: np.ndarray) -> None:
     """Label the voxels of `extra` that are not lung with their lung's label (in place): a part that
     touches one lung joins it; a part that touches both (a mass at the anterior junction) is split between
     them by nearest voxel, inside its own box."""
+    if not extra.any():
+        return
+    near = bounding_box(extra, margin=3)
+    lungs, extra = lungs[near], extra[near]  # views: the labels are set in place
     todo = extra & (lungs == 0)
     parts, count = ndi.label(todo)
     for index, box in enumerate(ndi.find_objects(parts), start=1):
@@ -228,13 +250,17 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
         coded = labels_to_grid(coded, affine_network, box_shape, box_affine)
         lesions, ring = (coded & 1) > 0, (coded & 2) > 0
     else:
-        ring = labels_to_grid(surface_ring(labels_network), affine_network, box_shape, box_affine) > 0
+        ring = None
         dense = stored_box >= threshold_stored
         lesions, outside = decided_regions(decision, box_shape, box_affine, dense, dense & (lungs_box > 0))
         lesions &= stored_box < to_stored(BONE_HU)  # a lesion's blurred edge never takes a rib or a vertebra
         lungs_box[outside] = 0
     probability, candidate = probability[box], candidate[box]
-    band = ring & (probability > p.band[0]) & (probability < p.band[1]) & (candidate > 0)
+    band = (probability > p.band[0]) & (probability < p.band[1]) & (candidate > 0)
+    if ring is None:
+        band[band] = on_grid(surface_ring(labels_network), affine_network, np.argwhere(band), box_affine) > 0
+    else:
+        band &= ring
     if max(voxel_spacing(native_affine)) <= p.partial_volume_spacing_mm:
         keep = band_keeps(stored_box, band, probability[band], threshold_stored, to_stored, threshold, p, size)
     else:  # coarse voxels: lung when most of the voxel is (the partial-volume midpoint decides alone)
@@ -245,8 +271,9 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
         if value:
             own = lungs_box[bounding_box(lungs_box == value)]  # a view: one lung's box
             own[fill_holes_2d(own == value) & (own == 0)] = value
-    if decision is not None:  # the decided lesions that touch a lung join the nearest one
-        lesions = parts_touching(lesions, ndi.binary_dilation(lungs_box > 0))
+    if decision is not None and lesions.any():  # the decided lesions that touch a lung join the nearest one
+        near = bounding_box(lesions, margin=2)
+        lesions[near] = parts_touching(lesions[near], ndi.binary_dilation(lungs_box[near] > 0))
         join_to_nearest_lung(lungs_box, lesions)
     dense_lesion = lesions & (lungs_box > 0)
     dense_lesion[dense_lesion] = dense_at(stored_box, dense_lesion, threshold_stored, size)
