@@ -44,12 +44,16 @@ class ConventionParams:
     hu_width: float = 100.0  # in the band, this many HU from the boundary outweigh the network's doubt
     lesion_min_diameter_mm: float = 11.0  # without a decision: dense objects this thick are lesions
     lesion_margin_mm: float = 3.0  # ... grown back this far beyond the opening (their rim against the pleura)
+    lung_probability_floor: float = 0.005  # a decided lesion counts as seen by the 2D network above this ...
+    min_lung_share: float = 0.0  # ... on at least this share of its voxels (0: every decided lesion is kept)
 
     @classmethod
-    def from_steps(cls, boundary: dict | None, dense_rule: dict | None) -> "ConventionParams":
-        """The parameters the checkpoint's recorded `boundary` and `dense_lesion_rule` steps give."""
+    def from_steps(cls, boundary: dict | None, dense_rule: dict | None, decision: dict | None = None) -> "ConventionParams":
+        """The parameters the checkpoint's recorded `boundary`, `dense_lesion_rule` and `lesion_decision`
+        steps give (the decision's own: those the conventions use)."""
+        fields = set(cls.__dataclass_fields__)
         values = {}
-        for step in (boundary or {}, dense_rule or {}):
+        for step in (boundary or {}, dense_rule or {}, {k: v for k, v in (decision or {}).items() if k in fields}):
             values.update({k: tuple(v) if isinstance(v, list) else v for k, v in step.items()})
         return cls(**values)
 
@@ -203,6 +207,23 @@ def native_box(coarse: np.ndarray, coarse_affine: np.ndarray, box_affine: np.nda
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
+def seen_as_lung(lesions: np.ndarray, probability: np.ndarray, floor: float, share: float) -> np.ndarray:
+    """The decided lesions of which at least `share` of the voxels got a lung probability of `floor` or more
+    from the 2D network. A 2D network trained on lesions painted into the lungs gives a tumour it cut out
+    some probability of lung; the heart or a liver dome next to the lung base it is sure of."""
+    near = bounding_box(lesions, margin=1)
+    parts, count = ndi.label(lesions[near])
+    if not count:
+        return lesions
+    seen = ndi.sum(probability[near] >= floor * 255, parts, np.arange(1, count + 1))
+    sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
+    kept = np.zeros(count + 1, bool)
+    kept[1:] = seen >= share * sizes
+    out = np.zeros(lesions.shape, bool)
+    out[near] = kept[parts]
+    return out
+
+
 def join_to_nearest_lung(lungs: np.ndarray, extra: np.ndarray) -> None:
     """Label the voxels of `extra` that are not lung with their lung's label (in place): a part that
     touches one lung joins it; a part that touches both (a mass at the anterior junction) is split between
@@ -274,6 +295,8 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
     if decision is not None and lesions.any():  # the decided lesions that touch a lung join the nearest one
         near = bounding_box(lesions, margin=2)
         lesions[near] = parts_touching(lesions[near], ndi.binary_dilation(lungs_box[near] > 0))
+        if p.min_lung_share > 0:
+            lesions = seen_as_lung(lesions, probability, p.lung_probability_floor, p.min_lung_share)
         join_to_nearest_lung(lungs_box, lesions)
     dense_lesion = lesions & (lungs_box > 0)
     dense_lesion[dense_lesion] = dense_at(stored_box, dense_lesion, threshold_stored, size)

@@ -24,7 +24,7 @@ KNOWN_STEPS = {
     "gas_outside_lungs": {"air_hu": -700.0, "gas_hu": -950.0, "min_ml": 5.0, "rim_mm": 3.0},
     "main_components": {"min_fraction": 0.1},
     "fill_holes_2d": {},
-    "lesion_decision": {"margin_mm": 30.0, "min_slices": 4},
+    "lesion_decision": {"margin_mm": 30.0, "min_slices": 4, "lung_probability_floor": 0.005, "min_lung_share": 0.0},
     "boundary": {"boundary_hu": -320.0, "partial_volume_spacing_mm": 2.0, "parenchyma_below_hu": -600.0,
                  "band": [64, 192], "neighbourhood_mm": 2.6, "hu_width": 100.0},
     "dense_lesion_rule": {"lesion_min_diameter_mm": 11.0, "lesion_margin_mm": 3.0},

@@ -120,7 +120,8 @@ class CTSegmenter(Segmenter):
                 raise LungctError(model.path, "records a lesion_decision step but holds no lesion-decision network")
             self.decision = LesionDecision.from_stage(model.stages["lesion_decision"], model.device, model.path)
         self.convention_params = ConventionParams.from_steps(self.pipeline.params("boundary"),
-                                                             self.pipeline.params("dense_lesion_rule"))
+                                                             self.pipeline.params("dense_lesion_rule"),
+                                                             self.pipeline.params("lesion_decision"))
         self.slice_batch = max(1, options.slice_batch)
         self.sw_batch_size, self.overlap = options.sw_batch_size, options.overlap
         chain = Chain(model.meta["input"]["chain"], model.path)
