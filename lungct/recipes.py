@@ -29,7 +29,8 @@ SOURCE_PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 # Where transform names are looked up, in order (strings: the CT and radiograph packages are plugins).
 TRANSFORM_MODULES = ("lungct.ct.transforms", "lungct.cxr.transforms", "monai.transforms")
 BASES = ("preprocess", "train-2d", "train-3d", "cxr-2d")
-OPEN_SECTIONS = ("labels", "network.args", "augment.lesions.params")  # mappings whose keys are the user's own
+OPEN_SECTIONS = ("labels", "network.args", "augment.lesions.params", "augment.opacities.params",  # the user's own keys
+                 "augment.gastric.params", "augment.pleural_fluid.params", "data.case_weights")
 RECORD_KEYS = ("name", "source", "extends", "set", "description")
 
 

@@ -120,7 +120,7 @@ def make_sampler(recipe: dict, cases, seed: int, chain: list[dict]):
     synthesis = make_synthesis(recipe, chain)
     if dim == 2:
         return SliceSampler(cases, size, float(settings["negative_share"]), per_epoch, augment, inp["pad_value"], seed,
-                            synthesis, bool(settings["roi_slices_only"]))
+                            synthesis, bool(settings["roi_slices_only"]), settings.get("case_weights"))
     return PatchSampler(cases, size, float(settings["positive_share"]), per_epoch, augment, inp["pad_value"], seed,
                         synthesis)
 
@@ -285,8 +285,10 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=1, default=str))
+        weighted = sum(c.name in (recipe["data"].get("case_weights") or {}) for c in train_cases)
         log(f"{name}: {parameter_count(network) / 1e6:.2f} M parameters, {len(train_cases)} training and "
-            f"{len(val_cases)} validation cases, {len(sampler_data)} samples per epoch, device {dev}")
+            f"{len(val_cases)} validation cases" + (f" ({weighted} weighted)" if weighted else "")
+            + f", {len(sampler_data)} samples per epoch, device {dev}")
 
     for epoch in range(state["epoch"] + 1, epochs):
         started = time.perf_counter()
