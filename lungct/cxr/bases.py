@@ -54,9 +54,12 @@ def _dome(field: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
     return columns[dome], bases[dome], top, height
 
 
-def _darken(image: np.ndarray, region: np.ndarray, target: float, rng, texture_sd: float = 0.02) -> np.ndarray:
-    """Move the image towards `target` (never brighter) inside a soft-edged region, keeping fine detail."""
+def _darken(image: np.ndarray, region: np.ndarray, protect: np.ndarray, target: float, rng,
+            texture_sd: float = 0.02) -> np.ndarray:
+    """Move the image towards `target` (never brighter) inside a soft-edged region, keeping fine detail;
+    the `protect`ed pixels (the lung and a pixel around it: the diaphragm's edge) stay as they are."""
     alpha = np.clip(ndi.gaussian_filter(region.astype(np.float32), 1.2), 0, 1)
+    alpha[protect] = 0
     detail = image - ndi.gaussian_filter(image, 2.0)
     mottle = ndi.gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), 2.5) * texture_sd * 2.5
     darker = np.minimum(image, target + 0.4 * detail + mottle)
@@ -100,10 +103,11 @@ def add_gastric_bubble(image: np.ndarray, mask: np.ndarray, rng: np.random.Gener
             col = medial + rng.uniform(-0.2, 0.9) * width
             radii = rng.uniform(0.03, 0.08, 2) * height
             region |= ((rows_index - row) / radii[0]) ** 2 + ((cols_index - col) / radii[1]) ** 2 <= 1
-    region &= ~ndi.binary_dilation(lung, iterations=2)
+    region &= ~ndi.binary_dilation(lung, iterations=3)
     if not region.any():
         return img.copy()
-    return np.clip(_darken(img, region, target, rng), 0, 1).astype(np.float32)
+    protect = ndi.binary_dilation(lung, iterations=1)
+    return np.clip(_darken(img, region, protect, target, rng), 0, 1).astype(np.float32)
 
 
 def add_pleural_fluid(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
