@@ -188,6 +188,10 @@ def training_data(recipe: dict, data: Path | None, images: Path | None, labels: 
         fill = cases_from.masked_value(chain, prep_recipe)
         if fill is not None:
             cases_from.mask_outside_roi(cases, data or prep_dir(), fill)
+    named = [*settings["exclude_cases"], *(settings.get("case_weights") or {})]
+    if unquoted := next((name for name in named if not isinstance(name, str)), None):
+        raise LungctError(recipe.get("source"), f"case name {unquoted!r} is not a string: quote names YAML reads as "
+                                                "numbers (e.g. '16663_1_1')")
     train_cases, val_cases = cases_from.split_cases(cases, float(settings["validation_fraction"]), seed,
                                                     settings["validation_cases"], assignment, settings["exclude_cases"])
     return train_cases, val_cases, chain

@@ -172,3 +172,22 @@ def test_heart_shadow_criterion_on_the_real_references(real_cxr):
                   if line.endswith(",validation")]
     assert len(validation) == 64
     assert max(excess(real_cxr, name) for name in validation) < audit.HEART_SHADOW_THRESHOLD
+
+
+def test_the_bases_recipe_lists_are_what_the_criteria_give(real_cxr):
+    """pipelines/cxr-bases-2d.yaml leaves out the training masks drawn through the heart shadow and weights the
+    training films with a gastric bubble: exactly the criteria's verdicts (benchmarks/cxr_references.py)."""
+    recipe = load_recipe("cxr-bases-2d")
+    training = [line.split(",")[0] for line in (real_cxr / "splits.csv").read_text().splitlines()[1:]
+                if line.endswith(",train")]
+    flagged, bubbles = [], []
+    for name in training:
+        image, mask = load_radiograph(real_cxr / "images" / name).array, read_cxr_mask(real_cxr / "masks" / name)
+        if (audit.heart_shadow_excess(image, mask) or 0) >= audit.HEART_SHADOW_THRESHOLD:
+            flagged.append(Path(name).stem)
+        elif audit.gastric_bubble_share(image, mask) >= audit.GASTRIC_BUBBLE_THRESHOLD:
+            bubbles.append(Path(name).stem)
+    assert sorted(recipe["data"]["exclude_cases"]) == sorted(flagged) and len(flagged) == 25
+    assert sorted(recipe["data"]["case_weights"]) == sorted(bubbles) and len(bubbles) == 61
+    heart = load_recipe("cxr-bases-heart-2d")["data"]["exclude_cases"]
+    assert set(flagged) < set(heart) and all(isinstance(name, str) for name in heart)
