@@ -6,7 +6,7 @@ validation films, the six heart-shadow references set apart, the COVID-era films
   bright as the mediastinum where the right field's is not);
 - gastric bubble: `gastric_bubble_share` ≥ GASTRIC_BUBBLE_THRESHOLD (a dark region under the left dome).
 Writes cxr-references.md into --results (default benchmarks/results) with the counts, the flagged names
-and the two recipe lists the default radiograph recipe uses (data.exclude_cases: heart-shadow training
+and the two recipe lists pipelines/cxr-bases-2d.yaml uses (data.exclude_cases: heart-shadow training
 masks; data.case_weights: training films with a gastric bubble). Run by hand:
 
     python benchmarks/cxr_references.py [--results DIR]
@@ -106,7 +106,7 @@ def main() -> None:
               "scored on their convention).", "",
               "Flagged, heart shadow: " + ", ".join(f"{f['name']} ({f['set']}, {f['heart']:.2f})" for f in
                                                    sorted(audited, key=lambda f: -(f["heart"] or 0)) if f["heart_shadow"]),
-              "", "## Recipe lists (pipelines/cxr-default-2d.yaml)", "",
+              "", "## Recipe lists (pipelines/cxr-bases-2d.yaml)", "",
               f"Montgomery/Shenzhen training masks drawn through the heart shadow, left out of training ({len(excluded)}):",
               "", "    exclude_cases: [" + ", ".join(excluded) + "]", "",
               f"Training films with a visible gastric bubble, drawn {BUBBLE_WEIGHT:g} times as often ({len(weights)}):", "",
