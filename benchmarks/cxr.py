@@ -1,5 +1,5 @@
 """Benchmark the radiograph networks: the seed papers' three set-ups trained with the same time budget on
-this CPU, then validation Dice (mean/sd/min/max over the 70 validation radiographs of
+this CPU, then validation Dice (mean/sd/min/max over the 64 validation radiographs of
 ../shared/data/cxr, masks at the original resolution after post-processing, as the seed papers report)
 and radiographs per second at inference. The shipped default model is evaluated the same way.
 Run by hand (not a test); writes cxr.md, cxr-shipped.json and cxr-<recipe>.json into --results (default
@@ -80,7 +80,7 @@ def table(results: list[dict], minutes: float | None) -> str:
              f"{os.cpu_count()} CPU cores, no GPU, {time.strftime('%Y-%m-%d %H:%M')}. Training on the 492 training "
              f"radiographs of ../shared/data/cxr with the same time budget"
              + (f" ({minutes:g} min, checked after each epoch)" if minutes else "")
-             + "; Dice over the 70 validation radiographs, masks at the original resolution after post-processing "
+             + "; Dice over the 64 validation radiographs (splits.csv), masks at the original resolution after post-processing "
                "(`lungct infer` + `lungct evaluate`); images/s = inference on 2 CPU cores, model loaded.", "",
              "| network (recipe) | parameters | epochs (median s) | best epoch | Dice mean ± sd | min | max | images/s |",
              "|---|---|---|---|---|---|---|---|"]

@@ -28,7 +28,8 @@ from lungct.modalities import load_all_transforms
 PACKAGE_PIPELINES = Path(__file__).parent / "pipelines"
 SOURCE_PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 BASES = ("preprocess", "train-2d", "train-3d", "cxr-2d")
-OPEN_SECTIONS = ("labels", "network.args", "augment.lesions.params")  # mappings whose keys are the user's own
+OPEN_SECTIONS = ("labels", "network.args", "augment.lesions.params", "augment.opacities.params",  # the user's own keys
+                 "augment.gastric.params", "augment.pleural_fluid.params", "data.case_weights")
 RECORD_KEYS = ("name", "source", "extends", "set", "description")
 
 
@@ -96,7 +97,7 @@ def load_recipe(name_or_path: str | Path = "preprocess", overrides: dict | None 
 # ------------------------------------------------------------------------------------------- checking
 
 
-def _suggest(key: str, known) -> str:
+def suggest_name(key: str, known) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(map(str, known)))})"
 
@@ -125,7 +126,7 @@ def merge(recipe: dict, changes: dict, where, prefix: str = "") -> dict:
             if prefix.rstrip(".") in OPEN_SECTIONS:
                 recipe[key] = value
                 continue
-            raise LungctError(where, f"unknown recipe key '{dotted}'" + _suggest(dotted, _keys(recipe, prefix)))
+            raise LungctError(where, f"unknown recipe key '{dotted}'" + suggest_name(dotted, _keys(recipe, prefix)))
         old = recipe[key]
         if dotted in OPEN_SECTIONS and isinstance(value, dict):
             recipe[key] = copy.deepcopy(value)
@@ -173,7 +174,7 @@ def apply_overrides(recipe: dict, overrides: dict, where) -> dict:
             for step in steps:
                 params = parameters(resolve_transform(step["name"]))
                 if rest not in params:
-                    raise LungctError(where, f"{head} has no argument '{rest}'" + _suggest(rest, params))
+                    raise LungctError(where, f"{head} has no argument '{rest}'" + suggest_name(rest, params))
                 step.setdefault("args", {})[rest] = value
             continue
         node, parts = recipe, str(dotted).split(".")
@@ -190,7 +191,7 @@ def apply_overrides(recipe: dict, overrides: dict, where) -> dict:
 
 def _unknown(recipe: dict, dotted: str, where):
     names = [f"{s['name']}.<arg>" for chain in _chains(recipe) for s in chain if isinstance(s, dict) and "name" in s]
-    raise LungctError(where, f"unknown recipe key '{dotted}'" + _suggest(dotted, _keys(recipe) + names))
+    raise LungctError(where, f"unknown recipe key '{dotted}'" + suggest_name(dotted, _keys(recipe) + names))
 
 
 def parse_set_options(pairs) -> dict:
@@ -251,13 +252,13 @@ def check_step(spec, where) -> None:
     try:
         cls = resolve_transform(spec["name"])
     except LungctError as err:
-        raise LungctError(where, err.reason + _suggest(spec["name"], _known_transforms())) from None
+        raise LungctError(where, err.reason + suggest_name(spec["name"], _known_transforms())) from None
     if cls.__module__.startswith("monai"):
         return  # MONAI's own transforms check their arguments when built
     params = parameters(cls)
     for arg in spec.get("args") or {}:
         if arg not in params:
-            raise LungctError(where, f"{spec['name']} has no argument '{arg}'" + _suggest(arg, params))
+            raise LungctError(where, f"{spec['name']} has no argument '{arg}'" + suggest_name(arg, params))
 
 
 def _known_transforms() -> list[str]:

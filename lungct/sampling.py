@@ -8,6 +8,7 @@ artefacts with the lung fields unchanged (lungct.cxr.augment), after which the r
 chain (equalisation, local contrast) runs on the sample, as it would on a film at inference."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -15,12 +16,13 @@ import torch
 
 from lungct.ct.lesions import LesionParams, orientation_hints, synthesize_lesions
 from lungct.ct.transforms.common import hu_to_window, window_to_hu
-from lungct.cxr.augment import add_opacities, film_augment
+from lungct.cxr.augment import OpacityParams, add_opacities, film_augment
+from lungct.cxr.bases import GastricParams, PleuralFluidParams, add_gastric_bubble, add_pleural_fluid
 from lungct.cxr.transforms import valid_region
 from lungct.data import Case
 from lungct.errors import LungctError
 from lungct.geometry import voxel_spacing
-from lungct.recipes import Chain, _suggest
+from lungct.recipes import Chain, suggest_name
 
 
 def fit_2d(array: np.ndarray, size, fill: float, offsets=None) -> np.ndarray:
@@ -43,7 +45,8 @@ class SliceSampler(torch.utils.data.Dataset):
     afresh each epoch (`reshuffle(epoch)`), each fitted to the slice size and augmented."""
 
     def __init__(self, cases: list[Case], slice_size, negative_share: float, per_epoch: int | None,
-                 augment=None, fill: float = 0.0, seed: int = 0, synthesis=None, roi_slices_only: bool = False):
+                 augment=None, fill: float = 0.0, seed: int = 0, synthesis=None, roi_slices_only: bool = False,
+                 case_weights: dict | None = None):
         self.cases, self.size, self.augment, self.fill = cases, list(slice_size), augment, fill
         self.synthesis = synthesis
 
@@ -56,6 +59,9 @@ class SliceSampler(torch.utils.data.Dataset):
                           for z in np.nonzero(~c.labels.any(axis=(0, 1)) & usable(c))[0]]
         if not self.positives:
             raise LungctError(None, "no training slice holds any foreground label")
+        # {case name: weight}: a case's slices drawn that much more often (films worth seeing twice)
+        self.weights = [float(case_weights.get(cases[i].name, 1.0)) for i, _ in self.positives] \
+            if case_weights else None
         self.negative_share, self.per_epoch, self.seed = negative_share, per_epoch, seed
         self.items, self.epoch = [], 0
         self.reshuffle(0)
@@ -65,7 +71,9 @@ class SliceSampler(torch.utils.data.Dataset):
         rng = random.Random(self.seed * 1000 + epoch)
         total = self.per_epoch or len(self.positives)
         negatives = min(len(self.negatives), round(total * self.negative_share))
-        self.items = [rng.choice(self.positives) for _ in range(total - negatives)] + rng.sample(self.negatives, negatives)
+        drawn = rng.choices(self.positives, self.weights, k=total - negatives) if self.weights else \
+            [rng.choice(self.positives) for _ in range(total - negatives)]
+        self.items = drawn + rng.sample(self.negatives, negatives)
         rng.shuffle(self.items)
 
     def __len__(self) -> int:
@@ -168,16 +176,8 @@ class LesionSynthesis:
     network input is windowed HU; the lesions are made in HU and windowed back)."""
 
     def __init__(self, prob: float, window: dict, params: dict | None = None, where=None):
-        import dataclasses
-
-
         self.prob, self.window = float(prob), window
-        known = {f.name for f in dataclasses.fields(LesionParams)}
-        unknown = sorted(set(params or {}) - known)
-        if unknown:
-            raise LungctError(where, f"unknown recipe key 'augment.lesions.params.{unknown[0]}'"
-                                     + _suggest(unknown[0], known))
-        self.params = LesionParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in (params or {}).items()})
+        self.params = _params(LesionParams, params, "augment.lesions.params", where)
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
         if not labels.any() or rng.random() >= self.prob:
@@ -192,21 +192,44 @@ class LesionSynthesis:
 
 
 class RadiographSynthesis:
-    """Radiographs: opacities inside the lung fields (label unchanged) and film artefacts, each with its
+    """Radiographs: pleural fluid at a base (the fluid leaves the label), opacities inside the lung fields
+    (label unchanged), a gastric bubble under the left dome (background) and film artefacts, each with its
     probability, on the grey 256 x 256 image; then the rest of the recipe's chain (`rest`, from
-    augment.before_step on) runs on the sample, with the image's own pixels as the film left them."""
+    augment.before_step on) runs on the sample, with the image's own pixels as the film left them.
+    `params` ({"opacities": {...}, "gastric": {...}, "pleural_fluid": {...}}) change the generators'
+    defaults (OpacityParams, GastricParams, PleuralFluidParams)."""
 
-    def __init__(self, opacity_prob: float, film_prob: float, rest):
+    def __init__(self, opacity_prob: float, film_prob: float, rest, gastric_prob: float = 0.0,
+                 fluid_prob: float = 0.0, params: dict | None = None, where=None):
         self.opacity_prob, self.film_prob, self.rest = float(opacity_prob), float(film_prob), rest
+        self.gastric_prob, self.fluid_prob = float(gastric_prob), float(fluid_prob)
+        params = params or {}
+        self.opacity_params = _params(OpacityParams, params.get("opacities"), "augment.opacities.params", where)
+        self.gastric_params = _params(GastricParams, params.get("gastric"), "augment.gastric.params", where)
+        self.fluid_params = _params(PleuralFluidParams, params.get("pleural_fluid"), "augment.pleural_fluid.params",
+                                    where)
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, case: Case):
         valid = valid_region({"case": case.record}, image.shape)
+        if self.fluid_prob > 0 and rng.random() < self.fluid_prob:  # no draw when off: older runs repeat
+            image, labels = add_pleural_fluid(image, labels, rng, self.fluid_params)
         if rng.random() < self.opacity_prob:
-            image = add_opacities(image, labels, rng)
+            image = add_opacities(image, labels, rng, self.opacity_params)
+        if self.gastric_prob > 0 and rng.random() < self.gastric_prob:
+            image = add_gastric_bubble(image, labels, rng, self.gastric_params)
         if rng.random() < self.film_prob:
             image, labels, valid = film_augment(image, labels, valid, rng)
         out = self.rest({"image": image[None].astype(np.float32), "case": dict(case.record), "valid": valid})
         return np.asarray(out["image"], dtype=np.float32)[0], labels
+
+
+def _params(kind, values: dict | None, key: str, where):
+    """A generator's parameter dataclass with the recipe's changes; unknown names refused with a suggestion."""
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values or {}) - known)
+    if unknown:
+        raise LungctError(where, f"unknown recipe key '{key}.{unknown[0]}'" + suggest_name(unknown[0], known))
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in (values or {}).items()})
 
 
 def make_synthesis(recipe: dict, chain: list[dict]):
@@ -221,10 +244,13 @@ def make_synthesis(recipe: dict, chain: list[dict]):
             raise LungctError(recipe.get("source"), "lesion synthesis needs the chain's HUWindowd step")
         lesions = augment["lesions"]
         return LesionSynthesis(lesions["prob"], window, lesions.get("params"), recipe.get("source"))
-    if augment["opacities"]["prob"] <= 0 and augment["film"]["prob"] <= 0:
+    if all(augment[kind]["prob"] <= 0 for kind in ("opacities", "film", "gastric", "pleural_fluid")):
         return None
+    params = {kind: augment[kind].get("params") for kind in ("opacities", "gastric", "pleural_fluid")}
     return RadiographSynthesis(augment["opacities"]["prob"], augment["film"]["prob"],
-                               Chain(chain_after(chain, augment["before_step"], recipe), recipe.get("source")))
+                               Chain(chain_after(chain, augment["before_step"], recipe), recipe.get("source")),
+                               augment["gastric"]["prob"], augment["pleural_fluid"]["prob"], params,
+                               recipe.get("source"))
 
 
 def chain_before(chain: list[dict], step: str, recipe: dict) -> list[dict]:

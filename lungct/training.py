@@ -129,7 +129,7 @@ def make_sampler(recipe: dict, cases, seed: int, chain: list[dict]):
     synthesis = make_synthesis(recipe, chain)
     if dim == 2:
         return SliceSampler(cases, size, float(settings["negative_share"]), per_epoch, augment, inp["pad_value"], seed,
-                            synthesis, bool(settings["roi_slices_only"]))
+                            synthesis, bool(settings["roi_slices_only"]), settings.get("case_weights"))
     return PatchSampler(cases, size, float(settings["positive_share"]), per_epoch, augment, inp["pad_value"], seed,
                         synthesis)
 
@@ -185,6 +185,10 @@ def training_data(recipe: dict, data: Path | None, images: Path | None, labels: 
         fill = cases_from.masked_value(chain, prep_recipe)
         if fill is not None:
             cases_from.mask_outside_roi(cases, data or prep_dir(), fill)
+    named = [*settings["exclude_cases"], *(settings.get("case_weights") or {})]
+    if unquoted := next((name for name in named if not isinstance(name, str)), None):
+        raise LungctError(recipe.get("source"), f"case name {unquoted!r} is not a string: quote names YAML reads as "
+                                                "numbers (e.g. '16663_1_1')")
     train_cases, val_cases = cases_from.split_cases(cases, float(settings["validation_fraction"]), seed,
                                                     settings["validation_cases"], assignment, settings["exclude_cases"])
     return train_cases, val_cases, chain
@@ -275,8 +279,10 @@ def train(recipe: dict, out_dir: Path, data: Path | None = None, images: Path | 
     if dist.main:
         make_folder(out_dir)
         write_text(out_dir / "recipe.json", json.dumps(recipe, indent=1, default=str))
+        weighted = sum(c.name in (recipe["data"].get("case_weights") or {}) for c in train_cases)
         log(f"{name}: {parameter_count(network) / 1e6:.2f} M parameters, {len(train_cases)} training and "
-            f"{len(val_cases)} validation cases, {len(sampler_data)} samples per epoch, device {dev}")
+            f"{len(val_cases)} validation cases" + (f" ({weighted} weighted)" if weighted else "")
+            + f", {len(sampler_data)} samples per epoch, device {dev}")
 
     for epoch in range(state["epoch"] + 1, epochs):
         started = time.perf_counter()

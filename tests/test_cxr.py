@@ -432,6 +432,8 @@ def test_cxr_pairs_match_images_to_masks_and_follow_the_split_file(pair_folders)
     assert split(**{"data.exclude_cases": ["case2", "case1"]}) == (["case0", "case3"], ["case1"])
     assert split(**{"data.exclude_cases": ["case2"], "data.split_file": "none", "data.validation_cases": ["case0"],
                     "data.validation_fraction": 0}) == (["case1", "case3"], ["case0"])
+    with pytest.raises(LungctError, match="1666311 is not a string: quote"):  # YAML read 16663_1_1 as a number
+        split(**{"data.case_weights": {1666311: 2.0}})
     train, _, _ = training_data(load_recipe("cxr-2d"), None, images, masks, progress=False)
     image, mask = train[0].image[..., 0], train[0].labels[..., 0]
     assert image.shape == mask.shape == (256, 256) and image.dtype == np.float32 and mask.dtype == np.uint8
