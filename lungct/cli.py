@@ -177,7 +177,7 @@ def train(dim, data, images, labels, output, config, set_values, epochs, batch_s
     import json
 
     if config and is_decision_recipe(config):
-        return train_decision_stage(config, hosts, output, lung_model, device)
+        return train_decision_stage(config, hosts, output, lung_model, device, init)
 
     from lungct.recipes import apply_overrides, load_recipe, parse_set_options
     from lungct.training import train as run_training
@@ -214,16 +214,18 @@ def is_decision_recipe(config: str) -> bool:
     return decision_recipe_path(config) is not None
 
 
-def train_decision_stage(config: str, hosts: Path | None, output: Path | None, lung_model, device: str) -> None:
+def train_decision_stage(config: str, hosts: Path | None, output: Path | None, lung_model, device: str,
+                         init: str | None = None) -> None:
     from lungct.ct.cascade import compose_cascade
     from lungct.ct.decision.training import load_decision_recipe, read_hosts, train_decision
-    from lungct.models import pick_device
+    from lungct.models import pick_device, resolve_model
 
     if hosts is None:
         raise LungctError(config, "a lesion-decision recipe needs --hosts (a CSV: name,scan,labels,sides)")
     recipe = load_decision_recipe(config)
     out_dir = output or Path("lungct-work") / "runs" / recipe["name"]
-    decision = train_decision(recipe, read_hosts(hosts), out_dir, device=str(pick_device(device)), log=say)
+    start = resolve_model(init, "ct") if init else None
+    decision = train_decision(recipe, read_hosts(hosts), out_dir, device=str(pick_device(device)), log=say, init=start)
     cascade = compose_cascade(lung_model, decision, out_dir / "cascade.pt")
     say(f"lesion decision -> {decision}; with the lung model -> {cascade}")
 
@@ -278,7 +280,7 @@ def evaluate(prediction, reference, output, resample, merge, label, mask_name, o
 @click.option("--model", "models", multiple=True, metavar="PATH|NAME|latest",
               help="Checkpoint file, shipped model name (lungct/weights/<name>.pt) or 'latest' (best checkpoint of "
                    "the newest run in the workspace); each serves its modality (repeat for CT and radiographs). "
-                   "Default: the shipped ct-lungs-2d and cxr-lungs-2d.")
+                   "Default: the shipped ct-lungs and cxr-lungs-2d.")
 @click.option("--modality", type=click.Choice(["auto", "ct", "cxr"]), default="auto", show_default=True,
               help="auto: each case's kind from the file (pictures, DICOM CR/DX: radiographs; volumes, CT series: CT).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")

@@ -20,7 +20,7 @@ from lungct.cli import main
 from lungct.ct.anatomy import LOCATIONS, surface_points
 from lungct.ct.cascade import compose_cascade
 from lungct.ct.decision.families import FAMILIES, LESION, LUNG, OUTSIDE, paint
-from lungct.ct.decision.training import load_decision_recipe, train_decision
+from lungct.ct.decision.training import initial_weights, load_decision_recipe, train_decision
 from lungct.ct.pipeline import KNOWN_STEPS, PIPELINE_VERSION, PostProcessing
 from lungct.ct.segmenter import CTSegmenter
 from lungct.errors import LungctError
@@ -151,8 +151,26 @@ def test_a_single_slice_falls_back_to_the_dense_lesion_rule(cascade):
     assert result.extra["conventions"]["lesions_by"] == "dense-lesion rule"
 
 
-def test_the_decision_recipe_is_a_lesion_decision_recipe():
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "pipelines" / "ct-decision-3d.yaml").read_text())
+def test_a_decision_is_fine_tuned_from_a_cascade_and_nothing_else(cascade, model_2d):
+    stage = read_checkpoint(cascade)["stages"]["lesion_decision"]["state_dict"]
+    start = initial_weights(cascade)
+    assert start.keys() == stage.keys() and all(torch.equal(start[k], stage[k]) for k in stage)
+    with pytest.raises(LungctError, match="holds no lesion-decision network"):
+        initial_weights(model_2d)
+
+
+@pytest.mark.parametrize("name", ["ct-decision-3d", "ct-decision-3d-finetune"])
+def test_the_decision_recipes_are_lesion_decision_recipes(name):
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.yaml").read_text())
     held_out = {"anterior_junction", "cavitating", "fissural"}  # the benchmark's families never trained on
     assert recipe["stage"] == "lesion-decision" and not held_out & set(recipe["families"])
     assert set(recipe["families"]) <= set(FAMILIES)
+
+
+def test_the_azygo_oesophageal_recess_is_found_where_the_right_lung_lies_at_one_distance_from_the_midline():
+    """On a 3 mm grid the recess's points can all lie one voxel from the midline; they are still named."""
+    sides = np.zeros((40, 30, 30), np.uint8)
+    sides[21:34, 5:25, 3:27] = 1  # the right lung (RAS: +x) reaching the midline at x = 21
+    sides[6:19, 5:25, 3:27] = 2
+    surface = surface_points(sides, 1, (3.0, 3.0, 3.0))
+    assert len(surface.at("azygo_oesophageal")) > 0

@@ -98,19 +98,20 @@ def gas_outside_lungs(labels: np.ndarray, values, hu: np.ndarray, affine: np.nda
     return out
 
 
-def postprocess(labels: np.ndarray, values, roi: np.ndarray | None = None, min_fraction: float = 0.1,
+def postprocess(labels: np.ndarray, values, roi: np.ndarray | None = None, min_fraction: float | None = 0.1,
                 hu: np.ndarray | None = None, affine: np.ndarray | None = None,
-                gas: dict | None = DEFAULT_GAS) -> tuple[np.ndarray, dict]:
+                gas: dict | None = DEFAULT_GAS, holes: bool = True) -> tuple[np.ndarray, dict]:
     """The whole clean-up in order: ROI restriction, gas outside the lungs (with `hu` on the labels' grid
-    and the step's parameters `gas`, None: not run), main components, then hole filling; returns the
-    labels and the number of components each label keeps."""
+    and the step's parameters `gas`, None: not run), main components (None: every part kept), then hole
+    filling (when `holes`); returns the labels and the number of components each label keeps."""
     if roi is not None:
         labels = restrict_to_roi(labels, roi)
     gas = gas_outside_lungs(labels, values, hu, affine, **gas) if hu is not None and gas is not None else None
     if gas is not None and gas.any():
         labels = np.where(gas, 0, labels).astype(labels.dtype)
-    labels, kept = keep_main_components(labels, values, min_fraction)
-    labels = fill_holes(labels, values)
+    labels, kept = keep_main_components(labels, values, 0.0 if min_fraction is None else min_fraction)
+    if holes:
+        labels = fill_holes(labels, values)
     if gas is not None and gas.any():  # not a hole of the lung, even where the lung wraps round it in a slice
         labels[gas] = 0
     return labels, kept

@@ -99,7 +99,7 @@ class CTResult(Result):
 
 
 class CTSegmenter(Segmenter):
-    """`CTSegmenter.load("ct-lungs-2d").segment("scan.nii.gz")`: one loaded model, many scans."""
+    """`CTSegmenter.load("ct-lungs").segment("scan.nii.gz")`: one loaded model, many scans."""
 
     modality = "ct"
 
@@ -113,7 +113,8 @@ class CTSegmenter(Segmenter):
         self.lung_model = bool(set(model.names.values()) & {"right_lung", "left_lung", "lungs"})
         self.tumour = tumour  # a tumour model's segmenter, joined to these lungs (lungct.ct.tumours)
         self.roi = self.pipeline.has("roi") if options.roi is None else options.roi
-        self.min_component_fraction = float(self.pipeline.params("main_components")["min_fraction"])
+        components = self.pipeline.params("main_components")  # None: the checkpoint records no such step
+        self.min_component_fraction = None if components is None else float(components["min_fraction"])
         self.decision = None
         if self.pipeline.has("lesion_decision"):
             if "lesion_decision" not in model.stages:
@@ -201,7 +202,8 @@ class CTSegmenter(Segmenter):
         foreground = [int(v) for v in values if v != 0]
         hu_network = self.hu_network(prepared)
         labels, components = postprocess(labels, foreground, prepared.roi, self.min_component_fraction,
-                                         hu_network, prepared.affine, self.pipeline.params("gas_outside_lungs"))
+                                         hu_network, prepared.affine, self.pipeline.params("gas_outside_lungs"),
+                                         holes=self.pipeline.has("fill_holes_2d"))
         label_values = {model.names[int(v)]: int(v) for v in values}
         candidate, probability = smooth_probabilities_to_grid(labels, scores[values != 0], foreground, prepared.affine,
                                                               scan.array.shape, scan.affine)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from lungct.checkpoint import save_checkpoint
+from lungct.checkpoint import read_checkpoint, save_checkpoint
 from lungct.ct.decision.hosts import decision_chain, load_host
 from lungct.ct.decision.sampling import DecisionSampler, SampleSettings
 from lungct.errors import LungctError
@@ -73,8 +73,22 @@ def decision_meta(recipe: dict, hosts: list, steps_done: int, seconds: float) ->
                          "steps": steps_done, "minutes": round(seconds / 60, 1)}}
 
 
-def train_decision(recipe: dict, hosts: list[tuple], out_dir: Path, device: str = "cpu", log=print) -> Path:
-    """Train the lesion-decision network; write out_dir/decision.pt (the last weights) and log.csv."""
+def initial_weights(checkpoint: Path) -> dict:
+    """The decision network's weights from a decision checkpoint or from a cascade that holds one (to
+    fine-tune the shipped model's decision: `--init ct-lungs`)."""
+    saved = read_checkpoint(checkpoint)
+    if saved["meta"].get("stage") == STAGE:
+        return saved["state_dict"]
+    stage = (saved.get("stages") or {}).get("lesion_decision")
+    if stage is None:
+        raise LungctError(checkpoint, "holds no lesion-decision network to start from")
+    return stage["state_dict"]
+
+
+def train_decision(recipe: dict, hosts: list[tuple], out_dir: Path, device: str = "cpu", log=print,
+                   init: Path | None = None) -> Path:
+    """Train the lesion-decision network (from `init`'s weights when given); write out_dir/decision.pt
+    (the last weights) and log.csv."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(recipe.get("seed", 0))
@@ -84,7 +98,11 @@ def train_decision(recipe: dict, hosts: list[tuple], out_dir: Path, device: str 
     settings = SampleSettings(**{**recipe["sampling"], "families": dict(recipe["families"])})
     settings.patch = tuple(settings.patch)
     sampler = DecisionSampler(loaded, settings, seed, [tuple(w) for w in recipe["windows"]])
-    network = build_network(recipe["network"]["name"], **recipe["network"]["args"]).to(device)
+    network = build_network(recipe["network"]["name"], **recipe["network"]["args"])
+    if init is not None:
+        network.load_state_dict(initial_weights(init))
+        recipe = {**recipe, "init": str(init)}
+    network = network.to(device)
     log(f"lesion decision: {parameter_count(network):,} parameters, hosts {[h.name for h in loaded]}")
     steps, batch = int(recipe["steps"]), int(recipe["batch_size"])
     optimizer = torch.optim.Adam(network.parameters(), lr=float(recipe["optimizer"]["lr"]),
