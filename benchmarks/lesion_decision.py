@@ -82,6 +82,16 @@ def host(name: str, hosts: dict):
     return scan, sides_of(lungs, scan.affine), tumour
 
 
+def painted(scan: Scan, sides: np.ndarray, keep_clear: np.ndarray | None, family: str, rng):
+    """(case, lesion) of one benchmark instance: up to 20 seats drawn, the first away from the real tumour."""
+    for _ in range(20):
+        case = generator.NativeCase(scan.array, sides, scan.affine)
+        lesion = generator.paint(case, family, rng)
+        if lesion is not None and (keep_clear is None or not (lesion.voxels & keep_clear).any()):
+            return case, lesion
+    return None, None
+
+
 def synthetic(segmenter, instances: int, families, hosts: dict = HOSTS, seed: int = SEED) -> list[dict]:
     rows = []
     for h, name in enumerate(hosts):
@@ -89,22 +99,18 @@ def synthetic(segmenter, instances: int, families, hosts: dict = HOSTS, seed: in
         keep_clear = None if tumour is None else dilate_mm(tumour, TUMOUR_CLEARANCE_MM, voxel_spacing(scan.affine))
         for f, family in enumerate(families):
             for instance in range(instances):
-                rng = np.random.default_rng([seed, h, f, instance])
-                for _ in range(20):  # a seat away from the real tumour
-                    case = generator.NativeCase(scan.array, sides, scan.affine)
-                    lesion = generator.paint(case, family, rng)
-                    if lesion is not None and (keep_clear is None or not (lesion.voxels & keep_clear).any()):
-                        break
-                    lesion = None
+                case, lesion = painted(scan, sides, keep_clear, family, np.random.default_rng([seed, h, f, instance]))
                 if lesion is None:
                     rows.append({"host": name, "family": family, "instance": instance, "painted": False})
                     continue
-                lungs, aerated, seconds = conventions_of(segmenter, Scan(f"{name}+{family}", case.hu, scan.affine, [], "memory"))
+                painted_scan = Scan(f"{name}+{family}", case.hu, scan.affine, [], "memory")
+                lungs, aerated, seconds = conventions_of(segmenter, painted_scan)
                 voxels = lesion.voxels
                 rows.append({"host": name, "family": family, "instance": instance, "painted": True, "kind": lesion.kind,
                              "held_out_family": family in generator.HELD_OUT_FAMILIES,
                              "ml": round(float(voxels.sum() * voxel_ml(scan.affine)), 2),
-                             "in_lungs": float((lungs[voxels] > 0).mean()), "in_aerated": float((aerated[voxels] > 0).mean()),
+                             "in_lungs": float((lungs[voxels] > 0).mean()),
+                             "in_aerated": float((aerated[voxels] > 0).mean()),
                              "seconds": round(seconds, 2)})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -130,7 +136,8 @@ def lesion_free(segmenter) -> list[dict]:
         scan = load_scan(VOLUMES / name / image)
         lungs, aerated, seconds = conventions_of(segmenter, scan)
         dense = (lungs > 0) & (aerated == 0)
-        row = {"case": name, "dense_ml": round(float(dense.sum() * voxel_ml(scan.affine)), 1), "seconds": round(seconds, 2)}
+        dense_ml = round(float(dense.sum() * voxel_ml(scan.affine)), 1)
+        row = {"case": name, "dense_ml": dense_ml, "seconds": round(seconds, 2)}
         if reference:
             truth = read_labels(VOLUMES / name / reference)[0] > 0
             row.update(lungs_dice=float(overlap(lungs > 0, truth)["dice"]),
@@ -138,6 +145,13 @@ def lesion_free(segmenter) -> list[dict]:
             row["gap"] = row["aerated_dice"] - row["lungs_dice"]
         rows.append(row)
     return rows
+
+
+def voxel_share_in_lungs(rows: list[dict]) -> float | None:
+    """The share of all these lesions' voxels inside `lungs` (each lesion weighted by its volume)."""
+    if not rows:
+        return None
+    return sum(r["in_lungs"] * r["ml"] for r in rows) / sum(r["ml"] for r in rows)
 
 
 def summary(rows: list[dict]) -> dict:
@@ -150,11 +164,11 @@ def summary(rows: list[dict]) -> dict:
     out = {"families": {f: {"n": len(v), "in_lungs": statistics.mean(r["in_lungs"] for r in v),
                             "in_aerated": statistics.mean(r["in_aerated"] for r in v),
                             "min_in_lungs": min(r["in_lungs"] for r in v)} for f, v in by_family.items()}}
-    weighted = lambda group: (sum(r["in_lungs"] * r["ml"] for r in group) / sum(r["ml"] for r in group)) if group else None
-    out["lesion_voxels_in_lungs"] = weighted(painted)
-    out["held_out_families_in_lungs"] = weighted([r for r in painted if r["held_out_family"]])
-    out["central_in_lungs"] = weighted([r for r in painted if r["family"] in CENTRAL])
-    out["below_85"] = [f"{r['host']}/{r['family']}#{r['instance']}: {r['in_lungs']:.2f}" for r in painted if r["in_lungs"] < 0.85]
+    out["lesion_voxels_in_lungs"] = voxel_share_in_lungs(painted)
+    out["held_out_families_in_lungs"] = voxel_share_in_lungs([r for r in painted if r["held_out_family"]])
+    out["central_in_lungs"] = voxel_share_in_lungs([r for r in painted if r["family"] in CENTRAL])
+    out["below_85"] = [f"{r['host']}/{r['family']}#{r['instance']}: {r['in_lungs']:.2f}"
+                       for r in painted if r["in_lungs"] < 0.85]
     return out
 
 
@@ -181,14 +195,60 @@ def write(report: dict, results: Path) -> None:
               "inside both.", "", "## Real tumours", "", "| case | tumour mL | in `lungs` | in `aerated` | dense mL | "
               "dense vs tumour Dice |", "|---|---|---|---|---|---|"]
     for r in report["tumours"]:
-        lines.append(f"| {r['case']} | {r['tumour_ml']} | {r['in_lungs']:.1%} | {r['in_aerated']:.1%} | {r['dense_ml']} | "
-                     f"{r['dense_vs_tumour_dice']:.3f} |")
+        lines.append(f"| {r['case']} | {r['tumour_ml']} | {r['in_lungs']:.1%} | {r['in_aerated']:.1%} | "
+                     f"{r['dense_ml']} | {r['dense_vs_tumour_dice']:.3f} |")
     lines += ["", "## Lesion-free volumes", "", "| case | dense mL | `lungs` Dice | `aerated` Dice | gap |",
               "|---|---|---|---|---|"]
     for r in report["lesion_free"]:
         dice = (f"{r['lungs_dice']:.4f} | {r['aerated_dice']:.4f} | {r['gap']:.4f}" if "gap" in r else "— | — | —")
         lines.append(f"| {r['case']} | {r['dense_ml']} | {dice} |")
     (results / "lesion-decision.md").write_text("\n".join(lines) + "\n")
+
+
+def picture(segmenter, path: Path) -> None:
+    """Three cases side by side, `lungs` (yellow) and `aerated` (cyan): a hilar mass painted by the independent
+    generator into radiomics-lung2 (its true extent red, dashed), imlab-id001's normal hilum, and the lung
+    bases of radiomics-lung1 on 5 mm slices, where a 2D network takes the top of a dome for lung."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lungct.geometry import to_ras
+
+    scan, sides, tumour = host("radiomics-lung2", HOSTS)
+    keep_clear = dilate_mm(tumour, TUMOUR_CLEARANCE_MM, voxel_spacing(scan.affine))
+    family = list(generator.EVAL_FAMILIES).index("hilar")  # the benchmark's own first hilar instance on lung2
+    case, lesion = painted(scan, sides, keep_clear, "hilar", np.random.default_rng([SEED, 2, family, 0]))
+    with_mass = Scan("lung2+hilar", case.hu, scan.affine, [], "memory")
+    panels = [("radiomics-lung2 + a hilar mass", with_mass, lesion.voxels),
+              ("imlab-id001: a normal hilum", load_scan(VOLUMES / "imlab-id001" / "image.nii.gz"), None),
+              ("radiomics-lung1: lung bases, 5 mm", load_scan(VOLUMES / "radiomics-lung1" / "image.nrrd"), None)]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 5.4))
+    for axis, (title, image, truth) in zip(axes, panels):
+        lungs, aerated, _ = conventions_of(segmenter, image)
+        hu = to_ras(image.array, image.affine)[0]
+        maps = [to_ras(m.astype(np.uint8), image.affine)[0] for m in (lungs > 0, aerated > 0)]
+        if truth is not None:
+            truth_ras = to_ras(truth.astype(np.uint8), image.affine)[0]
+            k = int(np.argmax(truth_ras.sum((0, 1))))
+        elif "hilum" in title:
+            k = int(0.62 * hu.shape[2])
+        else:
+            k = int(np.flatnonzero(maps[0].any((0, 1)))[1])
+        axis.imshow(np.clip(hu[:, :, k].T, -1000, 300), cmap="gray", origin="lower")
+        for mask, colour in zip(maps, ("yellow", "cyan")):
+            if mask[:, :, k].any():
+                axis.contour(mask[:, :, k].T, levels=[0.5], colors=colour, origin="lower", linewidths=1.0)
+        if truth is not None:
+            axis.contour(truth_ras[:, :, k].T, levels=[0.5], colors="red", origin="lower", linewidths=1.0,
+                         linestyles="dashed")
+        dense = ((maps[0] > 0) & (maps[1] == 0)).sum() * voxel_ml(image.affine)
+        inside = "" if truth is None else f", mass {100 * (lungs[truth] > 0).mean():.1f} % inside lungs"
+        axis.set_title(f"{title}\ndense part {dense:.0f} mL{inside}", fontsize=10)
+        axis.axis("off")
+    figure.tight_layout(rect=(0, 0.04, 1, 0.95))
+    figure.text(0.5, 0.01, "lungs (yellow) and aerated (cyan); red dashed: the painted mass", ha="center", fontsize=10)
+    figure.savefig(path, dpi=90)
 
 
 def main() -> None:
@@ -201,8 +261,12 @@ def main() -> None:
                         help="the training hosts and families instead (for choosing post-processing parameters)")
     parser.add_argument("--set", dest="settings", nargs="*", default=[], metavar="PARAM=VALUE",
                         help="convention parameters to try (lungct.ct.conventions.ConventionParams)")
+    parser.add_argument("--picture", type=Path, default=None, help="draw docs/conventions.png and stop")
     args = parser.parse_args()
     segmenter = CTSegmenter.load(args.model, statistics=False)
+    if args.picture:
+        picture(segmenter, args.picture)
+        return
     changes = {k: float(v) for k, v in (item.split("=") for item in args.settings)}
     segmenter.convention_params = dataclasses.replace(segmenter.convention_params, **changes)
     if args.tune:

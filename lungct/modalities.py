@@ -60,7 +60,7 @@ def _cxr_transforms() -> None:
     import lungct.cxr.transforms  # noqa: F401  (registers on import)
 
 
-CT = Modality("ct", "CT scans", ".nii.gz", (".nii.gz", ".nii"), "ct-lungs-2d", "volumes_ml", "mL", True,
+CT = Modality("ct", "CT scans", ".nii.gz", (".nii.gz", ".nii"), "ct-lungs", "volumes_ml", "mL", True,
               _ct_segmenter, _ct_transforms, _ct_checkpoint)
 CXR = Modality("cxr", "radiographs", ".png", (".nii.gz", ".nii", ".png"), "cxr-lungs-2d", "areas_cm2", "cm²", False,
                _cxr_segmenter, _cxr_transforms, _no_check)

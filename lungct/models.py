@@ -97,7 +97,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 class Model:
-    """A network with its checkpoint meta, on a device, in a precision: `Model.load("ct-lungs-2d")`."""
+    """A network with its checkpoint meta, on a device, in a precision: `Model.load("ct-lungs")`."""
 
     def __init__(self, network: torch.nn.Module, meta: dict, device: torch.device, autocast: torch.dtype | None,
                  path: Path | None = None):
