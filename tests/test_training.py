@@ -243,8 +243,14 @@ def test_bad_datasets_are_refused_naming_the_case(tmp_path, problem, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_validation_dice_is_what_infer_and_evaluate_give(tmp_path):
-    """Validation runs the shipped segmenter: the Dice recorded for a case is `lungct evaluate` on `lungct infer`."""
+def test_validation_dice_is_what_infer_and_evaluate_give(tmp_path, monkeypatch):
+    """Validation runs the shipped segmenter: the Dice recorded for a case is `lungct evaluate` on `lungct infer`;
+    it stops after the conventions (no densitometry per epoch)."""
+    from lungct.ct.segmenter import CTSegmenter
+
+    def no_densitometry(*args, **kwargs):
+        raise AssertionError("densitometry ran during training validation")
+
     images, labels = tmp_path / "imgs", tmp_path / "masks"
     images.mkdir(), labels.mkdir()
     for i in range(3):
@@ -253,8 +259,10 @@ def test_validation_dice_is_what_infer_and_evaluate_give(tmp_path):
         nib.save(nib.Nifti1Image(as_hu(image), affine), images / f"p{i}.nii.gz")
         nib.save(nib.Nifti1Image(lab, affine), labels / f"p{i}.nii.gz")
     out = tmp_path / "run"
+    monkeypatch.setattr(CTSegmenter, "density", no_densitometry)
     train(tiny_recipe(epochs=6, **{"CheckHUCalibrationd.recalibrate": False, "data.samples_per_epoch": 32}), out,
           images=images, labels=labels, progress=False, log=lambda m: None)
+    monkeypatch.undo()
     meta = read_checkpoint(out / "best.pt")["meta"]
     (case, recorded), = meta["metrics"]["val_cases"].items()
     runner = CliRunner()
