@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cxr_disease import covid_part  # noqa: E402  (the benchmark's split of the COVID-era films by patient)
 
-from lungct.cxr.audit import GASTRIC_BUBBLE_THRESHOLD, HEART_SHADOW_THRESHOLD, gastric_bubble_share, \
-    heart_shadow_excess
-from lungct.io.radiograph import load_radiograph, read_cxr_mask
+from lungct.cxr.audit import (GASTRIC_BUBBLE_THRESHOLD, HEART_SHADOW_THRESHOLD, gastric_bubble_share,  # noqa: E402
+                              heart_shadow_excess)
+from lungct.io.radiograph import load_radiograph, read_cxr_mask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -32,14 +33,6 @@ BUBBLE_WEIGHT = 2.0  # training films with a gastric bubble are drawn twice as o
 BY_EYE = {"CHNCXR_0339_1", "CHNCXR_0007_0", "CHNCXR_0513_1", "CHNCXR_0295_0", "CHNCXR_0337_1", "CHNCXR_0293_0",
           "CHNCXR_0020_0", "CHNCXR_0298_0", "CHNCXR_0250_0", "CHNCXR_0030_0", "CHNCXR_0511_1", "CHNCXR_0423_1",
           "CHNCXR_0527_1", "CHNCXR_0016_0", "CHNCXR_0290_0"}
-
-
-def covid_part(patientid: str) -> str:
-    """The benchmark's split of the COVID-era films by patient (one definition, in cxr_disease.py)."""
-    spec = importlib.util.spec_from_file_location("cxr_disease", ROOT / "benchmarks" / "cxr_disease.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.covid_part(patientid)
 
 
 def films() -> list[dict]:

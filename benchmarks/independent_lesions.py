@@ -132,17 +132,31 @@ def _mass(case, family, location, side, radius, rng, cavity) -> EvalLesion | Non
     alpha = np.clip(0.5 + distance / case.spacing.min(), 0, 1)
     target = _texture(alpha.shape, rng.uniform(15, 55), case.noise, rng, world)
     if cavity:
-        hollow = radius * rng.uniform(0.3, 0.55) - np.linalg.norm(world - (centre + rng.normal(0, 2, 3))[:, None, None, None], axis=0)
+        cavity_radius = radius * rng.uniform(0.3, 0.55)  # drawn before the cavity's centre
+        inner = centre + rng.normal(0, 2, 3)
+        hollow = cavity_radius - np.linalg.norm(world - inner[:, None, None, None], axis=0)
         target = np.where(hollow > 0, rng.uniform(-990, -900), target)
+    return _paint_lesion(case, family, side, box, alpha, target)
+
+
+def _interior_seat(case, side, depth_mm, rng) -> np.ndarray | None:
+    """A world point of the lung at least `depth_mm` inside it, or None when the lung has no such depth."""
+    seats = interior_points(case.coarse_sides, side, [ANALYSIS_MM] * 3, depth_mm)
+    if not len(seats):
+        return None
+    return case.to_world(seats[rng.integers(len(seats))])
+
+
+def _paint_lesion(case, family, side, box, alpha, target) -> EvalLesion | None:
+    """Blend `target` HU in with `alpha` and record what lies inside the pleura as the lesion."""
     _blend(case, box, alpha, target)
     return _record(case, family, side, box, (alpha >= 0.5) & case.envelope[box], "lesion")
 
 
 def _plaque(case, family, side, radius, rng) -> EvalLesion | None:
-    seats = interior_points(case.coarse_sides, side, [ANALYSIS_MM] * 3, 9)
-    if not len(seats):
+    centre = _interior_seat(case, side, 9, rng)
+    if centre is None:
         return None
-    centre = case.to_world(seats[rng.integers(len(seats))])
     normal = np.array([rng.normal(0, 0.3), rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.9)])
     normal /= np.linalg.norm(normal)
     box, world = case.box_around(centre, radius * 1.3)
@@ -152,15 +166,14 @@ def _plaque(case, family, side, radius, rng) -> EvalLesion | None:
     half = rng.uniform(3.5, 7.0)
     distance = np.minimum(half - np.abs(across) - 0.2 * along ** 2 / radius, radius - along)
     alpha = np.clip(0.5 + distance / case.spacing.min(), 0, 1)
-    _blend(case, box, alpha, _texture(alpha.shape, rng.uniform(10, 50), case.noise, rng, world))
-    return _record(case, family, side, box, (alpha >= 0.5) & case.envelope[box], "lesion")
+    target = _texture(alpha.shape, rng.uniform(10, 50), case.noise, rng, world)
+    return _paint_lesion(case, family, side, box, alpha, target)
 
 
 def _consolidation(case, family, side, radius, rng) -> EvalLesion | None:
-    seats = interior_points(case.coarse_sides, side, [ANALYSIS_MM] * 3, 6)
-    if not len(seats):
+    seed = _interior_seat(case, side, 6, rng)
+    if seed is None:
         return None
-    seed = case.to_world(seats[rng.integers(len(seats))])
     box, world = case.box_around(seed, radius * 1.2)
     normal = rng.normal(size=3)
     normal /= np.linalg.norm(normal)
@@ -171,15 +184,13 @@ def _consolidation(case, family, side, radius, rng) -> EvalLesion | None:
     target = _texture(alpha.shape, rng.uniform(-60, 35), case.noise, rng, world)
     airways = ndi.gaussian_filter(rng.standard_normal(alpha.shape), 1.2)
     target = np.where((airways > 2.2 * airways.std()) & (alpha > 0.8), -900.0, target)  # bronchograms
-    _blend(case, box, alpha, target)
-    return _record(case, family, side, box, (alpha >= 0.5) & case.envelope[box], "lesion")
+    return _paint_lesion(case, family, side, box, alpha, target)
 
 
 def _ground_glass(case, family, side, radius, rng) -> EvalLesion | None:
-    seats = interior_points(case.coarse_sides, side, [ANALYSIS_MM] * 3, 10)
-    if not len(seats):
+    centre = _interior_seat(case, side, 10, rng)
+    if centre is None:
         return None
-    centre = case.to_world(seats[rng.integers(len(seats))])
     box, world = case.box_around(centre, radius * 1.5)
     distance = radius - np.linalg.norm(world - centre[:, None, None, None], axis=0)
     weight = np.clip(distance / 6.0, 0, 1) * (case.sides[box] == side) * (case.hu[box] < -400)

@@ -36,7 +36,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
+
+from lungct.ct.decision.hosts import split_by_nearest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -57,9 +58,7 @@ def right_left(manual: np.ndarray, chain: np.ndarray, affine: np.ndarray) -> np.
     if not manual.any():
         return out
     if chain.any():
-        _, nearest = ndi.distance_transform_edt(chain == 0, return_indices=True)
-        out[manual] = chain[tuple(index[manual] for index in nearest)]
-        return out
+        return split_by_nearest(manual, chain)
     index = np.stack(np.nonzero(manual), axis=1)
     x_world = index @ affine[0, :3] + affine[0, 3]
     out[manual] = np.where(x_world >= x_world.mean(), 1, 2)

@@ -219,11 +219,12 @@ def train_decision_stage(config: str, hosts: Path | None, output: Path | None, l
     from lungct.ct.cascade import compose_cascade
     from lungct.ct.decision.training import load_decision_recipe, read_hosts, train_decision
     from lungct.models import pick_device, resolve_model
+    from lungct.trainlog import default_run_dir
 
     if hosts is None:
         raise LungctError(config, "a lesion-decision recipe needs --hosts (a CSV: name,scan,labels,sides)")
     recipe = load_decision_recipe(config)
-    out_dir = output or Path("lungct-work") / "runs" / recipe["name"]
+    out_dir = output or default_run_dir(recipe)  # the workspace's runs/<recipe>-<time>, as --output says
     start = resolve_model(init, "ct") if init else None
     decision = train_decision(recipe, read_hosts(hosts), out_dir, device=str(pick_device(device)), log=say, init=start)
     cascade = compose_cascade(lung_model, decision, out_dir / "cascade.pt")

@@ -213,12 +213,18 @@ def is_done(job: Job) -> bool:
         return False
 
 
+def escaping(log):
+    """`log` with the undecodable bytes of file names in its messages shown as \\xNN (lungct.os_names)."""
+    return lambda message: log(printable(message))
+
+
 def infer(inputs: list[Path], output: Path, options: InferOptions | None = None, modality: str = "auto",
           overwrite: bool = False, preview=None, progress: bool = True, log=print, num_parts: int = 1,
           part_id: int = 0, scheduler: str | None = None, output_types=("nifti",),
           assume_orientation: str | None = None) -> list[Outcome]:
     """Segment every case found in `inputs`; resume (skip finished cases) unless `overwrite`.
     `assume_orientation` ("RAS", "LPS", ...): how NIfTI files whose header states no orientation are stored."""
+    log = escaping(log)  # messages name files: any log (print included) gets them as valid UTF-8
     options = resolved(options or InferOptions())
     assume_orientation = orientation_codes(assume_orientation)
     cases = discovered = discover([Path(p) for p in inputs])
@@ -245,8 +251,9 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
     guard_inputs(jobs, inputs, Path(output))
     for folder in output_folders(jobs, Path(output)):
         check_writable(folder)
-    if is_file_output(Path(output)) and name_too_long(output):
-        raise LungctError(output, name_too_long(output))
+    one_file = is_file_output(Path(output))
+    if one_file and (too_long := name_too_long(output)):
+        raise LungctError(output, too_long)
     done = [job for job in jobs if not overwrite and job.writes_over is None and is_done(job)]
     if len(jobs) == 1 and jobs[0].refusal() is None and (done or (jobs[0].plan.done_marker.exists() and not overwrite)):
         raise LungctError(jobs[0].plan.done_marker, "exists already (use --overwrite to replace it)")
@@ -254,15 +261,15 @@ def infer(inputs: list[Path], output: Path, options: InferOptions | None = None,
     outcomes = [Outcome(j.name, str(j.source), "skipped", "done in an earlier run") for j in done]
     if outcomes:
         log(f"{len(outcomes)} of {len(jobs)} case(s) already done in {output} (resuming; --overwrite redoes them)")
-    folder = None if is_file_output(Path(output)) else Path(output)
+    folder = None if one_file else Path(output)
 
     def report(_=None) -> None:
         if folder is not None and folder.is_dir() and not any(map(inputs.holds, batch_tables(folder))):
             try:
                 write_batch_tables(folder)
             except Exception as err:  # the report must never cost the batch its masks, nor stay stale
-                log(printable(f"warning: {folder}: report.html / statistics.csv not written ({type(err).__name__}: "
-                              f"{err}); {remove_batch_tables(folder)}"))
+                log(f"warning: {folder}: report.html / statistics.csv not written ({type(err).__name__}: "
+                    f"{err}); {remove_batch_tables(folder)}")
 
     threads = threads_per_task(scheduler) if scheduler else None
     outcomes += run_cases(segment_job, todo, options, threads, scheduler=scheduler, progress=progress, log=log,

@@ -8,6 +8,7 @@ MONAI's sliding window with Gaussian blending), with optional flip test-time aug
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from pathlib import Path
 
@@ -149,9 +150,10 @@ class Model:
     def modality(self) -> str:
         return self.meta.get("modality", "ct")
 
-    @property
+    @functools.cached_property
     def spacing_mm(self) -> list[float] | None:
-        """The grid the network works on (its input chain's Resampled spacing), or None (not resampled)."""
+        """The grid the network works on (its input chain's Resampled spacing), or None (not resampled);
+        read once per model (building the chain checks and resolves every transform)."""
         spacing = Chain(self.meta["input"]["chain"], self.path).spacing_mm
         return None if spacing is None else [float(v) for v in np.broadcast_to(np.asarray(spacing, float), (3,))]
 

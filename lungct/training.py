@@ -165,6 +165,10 @@ def training_data(recipe: dict, data: Path | None, images: Path | None, labels: 
     """(training cases, validation cases, the network input chain that made their images)."""
     chain, settings, seed = chain_of(recipe), recipe["data"], int(recipe["seed"])
     allowed = {int(v) for v in recipe["labels"].values()}
+    named = [*settings["exclude_cases"], *(settings.get("case_weights") or {})]  # checked before any case is read
+    if unquoted := next((name for name in named if not isinstance(name, str)), None):
+        raise LungctError(recipe.get("source"), f"case name {unquoted!r} is not a string: quote names YAML reads as "
+                                                "numbers (e.g. '16663_1_1')")
     assignment = None
     if recipe["modality"] == "cxr":
         images = images or data
@@ -185,10 +189,6 @@ def training_data(recipe: dict, data: Path | None, images: Path | None, labels: 
         fill = cases_from.masked_value(chain, prep_recipe)
         if fill is not None:
             cases_from.mask_outside_roi(cases, data or prep_dir(), fill)
-    named = [*settings["exclude_cases"], *(settings.get("case_weights") or {})]
-    if unquoted := next((name for name in named if not isinstance(name, str)), None):
-        raise LungctError(recipe.get("source"), f"case name {unquoted!r} is not a string: quote names YAML reads as "
-                                                "numbers (e.g. '16663_1_1')")
     train_cases, val_cases = cases_from.split_cases(cases, float(settings["validation_fraction"]), seed,
                                                     settings["validation_cases"], assignment, settings["exclude_cases"])
     return train_cases, val_cases, chain

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from lungct.ct.decision import OUTSIDE, DecisionMaps
+from lungct.ct.decision import LESION, LUNG, OUTSIDE, DecisionMaps
 from lungct.geometry import field_to_grid, labels_to_grid, shifted_affine, voxel_spacing
 from lungct.morphology import bounding_box, dilate_mm, erode_mm, fill_holes_2d, parts_touching
 
@@ -148,19 +148,20 @@ def lesion_margins(decision: DecisionMaps) -> tuple[np.ndarray, np.ndarray]:
     decision grid; a voxel is lesion where the first is positive, or where it is dense and the second is
     (its partial-volume rim against the lung, where the lung's probability rises)."""
     scores = decision.probability.astype(np.int16)
-    over_both = scores[2] - np.maximum(scores[OUTSIDE], scores[1])
-    over_outside = np.where(scores[2] >= MIN_RIM_SCORE, scores[2] - scores[OUTSIDE], -255)
+    over_both = scores[LESION] - np.maximum(scores[OUTSIDE], scores[LUNG])
+    over_outside = np.where(scores[LESION] >= MIN_RIM_SCORE, scores[LESION] - scores[OUTSIDE], -255)
     return over_both.astype(np.float32), over_outside.astype(np.float32)
 
 
-def decided_regions(decision: DecisionMaps, box_shape, box_affine: np.ndarray, dense: np.ndarray,
-                    candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def decided_regions(decision: DecisionMaps, margins: tuple[np.ndarray, np.ndarray], box_shape,
+                    box_affine: np.ndarray, dense: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lesion, outside) over a native box: the decision's probabilities interpolated linearly between its
     voxels, only where they can matter (around a coarse lesion; in the box of the `candidates`, dense
-    voxels the 2D network drew as lung). `dense` (bool over the box) is what a lesion's rim may take."""
+    voxels the 2D network drew as lung). `margins` are the decision's `lesion_margins`; `dense` (bool
+    over the box) is what a lesion's rim may take."""
     scores = decision.probability.astype(np.int16)
-    outside_margin = (scores[OUTSIDE] - np.maximum(scores[1], scores[2])).astype(np.float32)
-    over_both, over_outside = lesion_margins(decision)
+    outside_margin = (scores[OUTSIDE] - np.maximum(scores[LUNG], scores[LESION])).astype(np.float32)
+    over_both, over_outside = margins
     to_decision = np.linalg.inv(decision.affine) @ box_affine
     lesion = np.zeros(tuple(box_shape), bool)
     parts, _ = ndi.label(ndi.binary_dilation(over_both > 0))
@@ -259,8 +260,9 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
     lungs, aerated = np.zeros(candidate.shape, np.uint8), np.zeros(candidate.shape, np.uint8)
     if not any(b.stop > b.start for b in box):
         return Conventions(lungs, aerated, round(threshold, 1), 0.0)
-    if decision is not None and (lesion_margins(decision)[0] > 0).any():  # and where the decided lesions reach
-        reach = native_box(lesion_margins(decision)[0] > 0, decision.affine, native_affine, candidate.shape)
+    margins = None if decision is None else lesion_margins(decision)
+    if margins is not None and (margins[0] > 0).any():  # and where the decided lesions reach
+        reach = native_box(margins[0] > 0, decision.affine, native_affine, candidate.shape)
         box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, reach))
     lungs[box] = np.where(probability[box] >= 128, candidate[box], 0)
     box_shape, box_affine = [b.stop - b.start for b in box], shifted_affine(native_affine, [b.start for b in box])
@@ -273,7 +275,7 @@ def two_conventions(candidate: np.ndarray, probability: np.ndarray, stored: np.n
     else:
         ring = None
         dense = stored_box >= threshold_stored
-        lesions, outside = decided_regions(decision, box_shape, box_affine, dense, dense & (lungs_box > 0))
+        lesions, outside = decided_regions(decision, margins, box_shape, box_affine, dense, dense & (lungs_box > 0))
         lesions &= stored_box < to_stored(BONE_HU)  # a lesion's blurred edge never takes a rib or a vertebra
         lungs_box[outside] = 0
     probability, candidate = probability[box], candidate[box]

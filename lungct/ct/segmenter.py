@@ -103,7 +103,7 @@ class CTSegmenter(Segmenter):
 
     modality = "ct"
 
-    def __init__(self, model: Model, options: InferOptions = InferOptions(), tumour: "CTSegmenter | None" = None):
+    def __init__(self, model: Model, options: InferOptions = InferOptions()):
         super().__init__(model, options)
         if model.modality != self.modality:
             raise LungctError(model.path, f"is a {model.modality} model; CT scans need a CT model")
@@ -111,7 +111,7 @@ class CTSegmenter(Segmenter):
         self.tta, self.binary, self.aerated = options.tta, options.binary, options.aerated
         self.statistics, self.recalibrate = options.statistics, options.recalibrate
         self.lung_model = bool(set(model.names.values()) & {"right_lung", "left_lung", "lungs"})
-        self.tumour = tumour  # a tumour model's segmenter, joined to these lungs (lungct.ct.tumours)
+        self.tumour: CTSegmenter | None = None  # a tumour model's segmenter, joined to these lungs (set by the engine)
         self.roi = self.pipeline.has("roi") if options.roi is None else options.roi
         components = self.pipeline.params("main_components")  # None: the checkpoint records no such step
         self.min_component_fraction = None if components is None else float(components["min_fraction"])

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from lungct.cxr.field_geometry import mediastinal_column
+
 HEART_SHADOW_THRESHOLD = 0.4  # flags 20 of the 21 masks found by eye, no validation mask (cxr-references.md)
 GASTRIC_BUBBLE_THRESHOLD = 0.004  # share of the image: a bubble of about 18 px across on a 256 px film
 BEYOND_BASE_LIMIT = 0.03  # share of the image height a field may run below the reference's lowest row
@@ -100,14 +102,6 @@ def gastric_bubble_share(image: np.ndarray, mask: np.ndarray, depth: float = 0.3
     return float(np.bincount(regions.ravel())[1:].max() / lungs.size)
 
 
-def midline_column(mask: np.ndarray) -> int:
-    """The gap between the fields: the emptiest column in the middle half of the mask's column span."""
-    cols = np.nonzero(np.asarray(mask).any(0))[0]
-    low, high = cols[0] + (cols[-1] - cols[0]) // 4, cols[-1] - (cols[-1] - cols[0]) // 4
-    counts = np.asarray(mask)[:, low:high + 1].astype(bool).sum(0)
-    return int(low + np.median(np.nonzero(counts == counts.min())[0]))
-
-
 def beyond_base(prediction: np.ndarray, reference: np.ndarray) -> dict:
     """How far the predicted fields run below the reference's lowest row, side by side (the sides split
     at the reference's midline): `rows` the furthest, as a share of the image height, and `area` the
@@ -115,7 +109,7 @@ def beyond_base(prediction: np.ndarray, reference: np.ndarray) -> dict:
     prediction, reference = np.asarray(prediction) > 0, np.asarray(reference) > 0
     if not reference.any():
         return {"rows": 0.0, "area": 0.0}
-    midline = midline_column(reference)
+    midline = mediastinal_column(reference)
     furthest, area = 0, 0
     for side in (slice(0, midline), slice(midline, reference.shape[1])):
         ref_rows = np.nonzero(reference[:, side].any(1))[0]

@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 
 from lungct.errors import LungctError
+from lungct.io.atomic import cannot_write
 
 HELD = "another lungct run holds this folder"
 LOCK_NAME = ".lungct.lock"
@@ -27,7 +28,7 @@ def _open(path: Path) -> int:
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
-        raise LungctError(path, f"cannot write: {err.strerror or err}") from None
+        raise cannot_write(path, err) from None
 
 
 def _holder(descriptor: int) -> str:

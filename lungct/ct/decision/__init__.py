@@ -22,7 +22,6 @@ from lungct.networks import build_network
 from lungct.recipes import Chain
 
 OUTSIDE, LUNG, LESION = 0, 1, 2
-DIVISOR = 16  # the network's total downsampling: box sides are padded to a multiple of it
 # The network's input: HU through two windows, the whole CT range and soft tissue (a mass against the
 # mediastinum differs from it by tens of HU, which the wide window compresses).
 WINDOWS = ((-1024.0, 600.0), (-200.0, 300.0))
@@ -40,10 +39,6 @@ class DecisionMaps:
     probability: np.ndarray
     affine: np.ndarray
 
-    @property
-    def lesion(self) -> np.ndarray:
-        return self.probability[LESION]
-
 
 class LesionDecision:
     """The decision network, loaded once per process from a checkpoint's stage payload."""
@@ -52,6 +47,8 @@ class LesionDecision:
         self.network, self.meta, self.device = network, meta, device
         self.spacing_mm = float(Chain(meta["input"]["chain"]).spacing_mm)
         self.windows = [tuple(w) for w in meta["input"]["windows"]]
+        # the network's total downsampling: box sides are padded to a multiple of it
+        self.divisor = int(np.prod(meta["network"]["args"]["strides"]))
 
     @classmethod
     def from_stage(cls, stage: dict, device: torch.device, where=None) -> "LesionDecision":
@@ -67,7 +64,7 @@ class LesionDecision:
         """(affine, shape) of the RAS grid at this stage's spacing covering a world box (2 x 3 RAS corners)
         widened by `margin_mm`, its sides a multiple of the network's divisor."""
         low, high = lungs_world_box[0] - margin_mm, lungs_world_box[1] + margin_mm
-        shape = np.ceil((high - low) / self.spacing_mm / DIVISOR).astype(int) * DIVISOR
+        shape = np.ceil((high - low) / self.spacing_mm / self.divisor).astype(int) * self.divisor
         centre = (low + high) / 2
         affine = np.eye(4)
         affine[:3, :3] *= self.spacing_mm
